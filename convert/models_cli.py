@@ -1,0 +1,5 @@
+"""`facelock models ...` (placeholder until the fetcher lands)."""
+
+
+def register(sub):
+    pass

