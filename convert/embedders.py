@@ -1,0 +1,37 @@
+"""The Keras model behind edge's `Embedder` interface, so the workstation runs the same pipeline code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from convert.dlib_import import load_keras_model
+from edge.embed import check_chips, l2_normalize
+
+
+class KerasEmbedder:
+    """Float Keras embedder. The model takes RGB pixels in [0, 255] (normalisation is inside it)."""
+
+    def __init__(self, model_path: str | os.PathLike, batch_size: int = 32):
+        import tensorflow as tf
+
+        self.model_path = Path(model_path)
+        self.model = load_keras_model(self.model_path)
+        self.batch_size = batch_size
+        self.name = f"keras:{self.model_path.name}"
+        # One traced graph: calling the model eagerly per chip costs more than the network itself.
+        self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+
+    def raw(self, chips: np.ndarray) -> np.ndarray:
+        """Un-normalised outputs (dlib's descriptor for the dlib port)."""
+        chips = check_chips(chips)
+        outs = [
+            self._forward(chips[i:i + self.batch_size].astype(np.float32)).numpy()
+            for i in range(0, len(chips), self.batch_size)
+        ]
+        return np.concatenate(outs).astype(np.float32)
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        return l2_normalize(self.raw(chips))

@@ -1,0 +1,78 @@
+"""Shared fixtures: the fetched models, the public-domain portraits, and LFW when it is there."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+LFW = Path(os.environ.get("FACELOCK_LFW", REPO.parent / "shared" / "data" / "lfw"))
+PORTRAITS = ("astronaut.png", "grace_hopper.jpg")
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The models folder ($FACELOCK_MODELS or the default), fetched and verified once per session. A fetch
+    that fails is a test failure, not a skip: `make test` fetches first, so failing here means the fetch
+    itself is broken."""
+    from convert.errors import FetchError
+    from convert.models import fetch_models
+    from edge.modelstore import models_dir as default_dir
+
+    folder = default_dir()
+    try:
+        fetch_models(folder, log=lambda _msg: None)
+    except FetchError as exc:
+        pytest.fail(f"could not fetch the models into {folder}: {exc}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def detector_path(models_dir) -> Path:
+    from edge.modelstore import DETECTOR, model_path
+
+    return model_path(DETECTOR, directory=models_dir)
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def portraits() -> list[np.ndarray]:
+    """Eileen Collins (NASA) and Grace Hopper (US Navy), uint8 RGB, in that order."""
+    import cv2
+
+    out = []
+    for name in PORTRAITS:
+        bgr = cv2.imread(str(FIXTURES / name), cv2.IMREAD_COLOR)
+        assert bgr is not None, f"{FIXTURES / name}: fixture portrait missing or unreadable"
+        out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return out
+
+
+@pytest.fixture(scope="session")
+def lfw_dir() -> Path:
+    if not (LFW / "split.csv").is_file():
+        pytest.skip(f"LFW not found at {LFW} (shared data; see ../shared/data/INDEX.md)")
+    return LFW
+
+
+@pytest.fixture(scope="session")
+def keras_model_path(models_dir) -> Path:
+    """The Keras port of dlib's ResNet (`facelock models build`), built once if the folder lacks it."""
+    pytest.importorskip("tf_keras", reason="building the Keras embedder needs the [convert] extra")
+    from convert.models_cli import KERAS_EMBEDDER
+
+    path = models_dir / KERAS_EMBEDDER
+    if not path.is_file():
+        from convert.dlib_import import build_keras_embedder
+        from edge.modelstore import DLIB_RESNET, model_path
+
+        build_keras_embedder(model_path(DLIB_RESNET, directory=models_dir), path)
+    return path
