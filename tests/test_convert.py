@@ -1,0 +1,142 @@
+"""`facelock convert --quick` end to end on a small folder of real faces, and what the bundle guarantees."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow_model_optimization", reason="convert needs the [convert] extra")
+
+from convert.pipeline import ConvertOptions, run_convert
+from edge.bundle import SCHEMA, load_bundle
+from edge.errors import BundleError
+
+
+def synthetic_people(portraits: list[np.ndarray], root: Path, per_person: int, seed: int = 0) -> list[Path]:
+    """Two real people (the fixture portraits), many photos each: random crops, scales, small rotations,
+    brightness and mirror images, as a camera would vary them."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    files = []
+    for person, image in zip(("eileen_collins", "grace_hopper"), portraits):
+        folder = root / person
+        folder.mkdir(parents=True)
+        h, w = image.shape[:2]
+        for i in range(per_person):
+            angle = rng.uniform(-8, 8)
+            scale = rng.uniform(0.75, 1.1)
+            m = cv2.getRotationMatrix2D((w / 2 + rng.uniform(-10, 10), h / 2 + rng.uniform(-10, 10)), angle, scale)
+            out = cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+            out = np.clip(out.astype(np.float32) * rng.uniform(0.75, 1.25), 0, 255).astype(np.uint8)
+            if rng.random() < 0.5:
+                out = out[:, ::-1]
+            path = folder / f"{i}.jpg"
+            cv2.imwrite(str(path), cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+            files.append(path)
+    return files
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, portraits, keras_model_path):
+    root = tmp_path_factory.mktemp("convert")
+    data = root / "faces"
+    synthetic_people(portraits, data, per_person=170)
+    pairs = root / "pairs.csv"
+    rng = np.random.default_rng(1)
+    with open(pairs, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["fold", "file_a", "file_b", "same"])
+        for k in range(60):
+            i, j = rng.choice(170, 2, replace=False)
+            person = ("eileen_collins", "grace_hopper")[k % 2]
+            w.writerow([1, f"{person}/{i}.jpg", f"{person}/{j}.jpg", 1])
+            w.writerow([1, f"eileen_collins/{i}.jpg", f"grace_hopper/{j}.jpg", 0])
+    # The pair images live beside the training ones here; the pair list's folder is the image root.
+    shutil.copy(pairs, data / "pairs.csv")
+    opts = ConvertOptions(model=keras_model_path, data=data, pairs=data / "pairs.csv", folds=(1,),
+                          out=root / "bundle", workdir=root / "work", sparsity=0.5).quickened()
+    report = run_convert(opts)
+    return opts, report
+
+
+def test_bundle_is_int8_pruned_and_small(converted):
+    opts, report = converted
+    bundle = load_bundle(opts.out)
+    assert bundle.manifest["schema"] == SCHEMA
+    emb = bundle.manifest["embedder"]
+    # int8 in and out; pixels go in exactly (scale 1, zero point -128)
+    assert emb["input"]["dtype"] == "int8" and emb["output"]["dtype"] == "int8"
+    assert emb["input"]["scale"] == 1.0 and emb["input"]["zero_point"] == -128
+    assert report["sizes"]["int8_vs_float"] <= 0.27
+    assert abs(report["sparsity"]["overall"] - 0.5) < 0.02
+    assert report["edgetpu"]["ready"], report["edgetpu"]["problems"]
+    assert (opts.out.parent / "bundle.tar.gz").is_file()
+    assert "cosine" in bundle.manifest["threshold"]
+
+
+def test_int8_agrees_with_float_and_separates_people(converted):
+    _, report = converted
+    assert report["agreement_vs_float"]["int8"]["median_cosine"] > 0.9
+    assert report["verification"]["int8"]["auc"] > 0.95
+    assert set(report["verification"]) == {"float", "pruned float", "int8"}
+
+
+def test_embed_cli_runs_the_bundle(converted, fixtures_dir, keras_model_path):
+    from convert.embedders import KerasEmbedder
+    from edge.embed import load_pipeline_components
+    from edge.embed_cli import ImageEmbedder, read_image_rgb
+
+    opts, _ = converted
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge", "embed", "--json", "--model", str(opts.out),
+         str(fixtures_dir / "astronaut.png"), str(fixtures_dir / "grace_hopper.jpg")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    a, b = (np.array(r["embedding"]) for r in rows)
+    assert np.linalg.norm(a) == pytest.approx(1.0, abs=1e-4)
+    # The int8 bundle sees the same face as the float model does, and two people as less alike than that.
+    detector, aligner, _ = load_pipeline_components(opts.out)
+    reference = ImageEmbedder(detector, aligner, KerasEmbedder(keras_model_path))
+    float_a = reference.embed_rgb(read_image_rgb(fixtures_dir / "astronaut.png"))
+    assert a @ float_a > 0.9
+    assert a @ b < a @ float_a
+
+
+def test_bundle_refuses_tampering(converted, tmp_path):
+    opts, _ = converted
+    copy = tmp_path / "bundle"
+    shutil.copytree(opts.out, copy)
+    model = copy / "embedder.tflite"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="embedder.tflite"):
+        load_bundle(copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["schema"] = "facelock.bundle/99"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="facelock.bundle/99"):
+        load_bundle(copy)
+
+
+def test_too_few_faces_is_a_clear_error(tmp_path, keras_model_path, fixtures_dir):
+    from convert.errors import DataError
+
+    data = tmp_path / "faces" / "someone"
+    data.mkdir(parents=True)
+    shutil.copy(fixtures_dir / "astronaut.png", data / "a.png")
+    (data / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    opts = ConvertOptions(model=keras_model_path, data=tmp_path / "faces", pairs=None,
+                          out=tmp_path / "bundle", workdir=tmp_path / "work").quickened()
+    with pytest.raises(DataError, match="only 1 usable faces"):
+        run_convert(opts)
