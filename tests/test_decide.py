@@ -1,0 +1,146 @@
+"""Decider: k-of-n voting, margin, cooldown, attempts, lockout with growing back-off."""
+
+import pytest
+
+from edge.decide import LOCKOUT, UNLOCK_ALLOWED, DecideOptions, Decider, Outcome
+from edge.errors import ConfigError
+from edge.match import Match
+
+OPTS = DecideOptions(threshold=0.8, margin=0.05, k=3, n=5, window_s=3.0, cooldown_s=10.0, attempt_gap_s=2.0,
+                     attempt_max_s=10.0, min_attempt_frames=2, lockout_failures=3, lockout_window_s=300.0,
+                     lockout_s=30.0, lockout_growth=2.0, lockout_max_s=100.0, lockout_reset_s=3600.0)
+
+
+def m(person="alice", score=0.9, runner="bob", runner_score=0.3, negative=-1.0):
+    return Match(person=person, score=score, runner_up=runner, runner_up_score=runner_score,
+                 negative_score=negative, margin=score - max(runner_score, negative))
+
+
+STRANGER = m("bob", 0.5, "alice", 0.45)
+
+
+def feed(decider, matches, t0, dt=0.2):
+    return [decider.update(x, t0 + i * dt) for i, x in enumerate(matches)]
+
+
+def fail_attempt(decider, t):
+    """Three frames of a stranger, then no face long enough to end the attempt: returns the REJECT."""
+    feed(decider, [STRANGER] * 3, t)
+    d = decider.update(None, t + 0.4 + OPTS.attempt_gap_s + 0.1)
+    assert d.outcome is Outcome.REJECT
+    return d
+
+
+def test_accept_on_kth_vote():
+    d = Decider(OPTS)
+    out = feed(d, [m(), m(), m()], 100.0)
+    assert [x.outcome for x in out] == [Outcome.PENDING, Outcome.PENDING, Outcome.ACCEPT]
+    assert out[2].person == "alice" and out[2].score == pytest.approx(0.9) and out[2].attempt_frames == 3
+
+
+def test_k_of_n_tolerates_a_bad_frame_but_not_two_people():
+    d = Decider(OPTS)
+    out = feed(d, [m(), STRANGER, m(), None, m()], 0.0)
+    assert out[-1].outcome is Outcome.ACCEPT
+    d = Decider(OPTS)  # alternating alice / carol: neither reaches 3 of the last 5
+    out = feed(d, [m(), m("carol"), m(), m("carol"), m("carol", 0.9, "alice", 0.3), m()], 0.0)
+    assert all(x.outcome is Outcome.PENDING for x in out[:4])
+    assert out[4].outcome is Outcome.ACCEPT and out[4].person == "carol"  # carol's 3rd vote in the last 5
+
+
+@pytest.mark.parametrize("match, why", [
+    (m(score=0.79), "below threshold"),
+    (m(score=0.9, runner_score=0.87), "too close to bob"),
+    (m(score=0.9, runner_score=0.1, negative=0.88), "too close to a negative example"),
+    (Match(None, -1.0, "alice", 0.95, -1.0, 0.0, ("alice",)), "vetoed"),
+])
+def test_no_vote_below_threshold_or_margin(match, why):
+    d = Decider(OPTS)
+    out = feed(d, [match] * 5, 0.0)
+    assert all(x.outcome is Outcome.PENDING for x in out)
+    assert why in out[-1].reason
+
+
+def test_votes_must_fall_within_window():
+    d = Decider(OPTS)
+    out = feed(d, [m()] * 6, 0.0, dt=1.6)  # 3 votes span 3.2 s > window 3 s (gap 1.6 < 2: one attempt)
+    assert all(x.outcome is Outcome.PENDING for x in out)
+    d = Decider(OPTS)
+    assert feed(d, [m()] * 3, 0.0, dt=1.4)[-1].outcome is Outcome.ACCEPT  # 2.8 s: inside
+
+
+def test_cooldown_then_accept_again_and_no_failures_meanwhile():
+    d = Decider(OPTS)
+    assert feed(d, [m()] * 3, 0.0)[-1].outcome is Outcome.ACCEPT
+    during = feed(d, [m()] * 20, 1.0, dt=0.4)  # alice stays at the door for 8 s
+    assert all(x.outcome is Outcome.PENDING and "cooldown" in x.reason for x in during)
+    assert d.update(None, 30.0).outcome is Outcome.IDLE  # her lingering was not a failed attempt
+    assert d.recent_failures == 0
+    assert feed(d, [m()] * 3, 31.0)[-1].outcome is Outcome.ACCEPT
+    # Cooldown is per person: bob can open during alice's cooldown.
+    assert feed(d, [m("bob", 0.9, "alice", 0.2)] * 3, 32.0)[-1].outcome is Outcome.ACCEPT
+
+
+def test_attempt_ends_on_gap_and_stray_frame_is_not_an_attempt():
+    d = Decider(OPTS)
+    assert d.update(STRANGER, 0.0).outcome is Outcome.PENDING
+    assert d.update(None, 5.0).outcome is Outcome.IDLE  # one frame: noise, not counted
+    assert d.recent_failures == 0
+    rej = fail_attempt(d, 10.0)
+    assert rej.person == "bob" and rej.score == pytest.approx(0.5) and rej.attempt_frames == 3
+    assert "no usable face" in rej.reason and d.recent_failures == 1
+
+
+def test_attempt_max_duration_counts_a_failure():
+    d = Decider(OPTS)
+    out = feed(d, [STRANGER] * 60, 0.0, dt=0.2)  # 12 s of a stranger in front of the lock
+    rejects = [x for x in out if x.outcome is Outcome.REJECT]
+    assert len(rejects) == 1 and "no accept within 10 s" in rejects[0].reason
+
+
+def test_lockout_on_nth_failure_and_release_after_backoff():
+    d = Decider(OPTS)
+    fail_attempt(d, 0.0)
+    r2 = fail_attempt(d, 10.0)
+    assert r2.events == () and d.locked_until is None  # 2 of 3: not yet
+    r3 = fail_attempt(d, 20.0)
+    t_lock = r3.time
+    assert [e.kind for e in r3.events] == [LOCKOUT]
+    ev = r3.events[0]
+    assert ev.duration_s == 30.0 and ev.level == 1 and ev.failures == 3 and r3.retry_after_s == 30.0
+    # Locked: even alice is refused, for the whole back-off.
+    out = feed(d, [m()] * 10, t_lock + 1.0)
+    assert all(x.outcome is Outcome.LOCKED_OUT for x in out)
+    assert d.update(m(), t_lock + 29.9).outcome is Outcome.LOCKED_OUT
+    # Released: the first frame after carries unlock_allowed, and alice can open again.
+    first = d.update(m(), t_lock + 30.0)
+    assert first.outcome is Outcome.PENDING and [e.kind for e in first.events] == [UNLOCK_ALLOWED]
+    assert feed(d, [m(), m()], t_lock + 30.2)[-1].outcome is Outcome.ACCEPT
+    assert d.lockout_level == 0  # an accept resets the back-off
+
+
+def test_backoff_grows_then_caps_then_resets():
+    d = Decider(OPTS)
+    t = 0.0
+    for _ in range(3):
+        r = fail_attempt(d, t)
+        t = r.time + 1
+    assert r.events[0].duration_s == 30.0
+    durations = []
+    for _ in range(3):  # after a lockout, every further failure locks again, longer
+        t = d.locked_until + 0.5
+        r = fail_attempt(d, t)
+        durations.append(r.events[0].duration_s)
+    assert durations == [60.0, 100.0, 100.0]  # 30*2, 30*4 capped at 100, capped
+    # An hour without failures: back to the first length, and it takes 3 failures again.
+    t = d.locked_until + 3600.0
+    d.update(None, t)
+    assert d.lockout_level == 0
+    assert fail_attempt(d, t + 1).events == ()
+
+
+def test_options_are_validated():
+    with pytest.raises(ConfigError, match=r"decide.k = 6: expected between 1 and n \(5\)"):
+        Decider(DecideOptions(k=6, n=5))
+    with pytest.raises(ConfigError, match="decide.threshold"):
+        Decider(DecideOptions(threshold=1.5))

@@ -1,0 +1,118 @@
+"""Quality gates and subject selection on synthetic frames with real OpenCV."""
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.quality import (
+    BLURRY,
+    EYES_TOO_CLOSE,
+    OUTSIDE_FRAME,
+    ROLL,
+    TOO_SMALL,
+    YAW,
+    QualityGate,
+    QualityOptions,
+    head_pose,
+    select_subject,
+)
+from edge.types import Face
+
+# A head in centimetres: x to the image's right, y down, z toward the camera. Right eye = subject's right.
+HEAD = np.array([
+    [-3.2, 0.0, 0.0],  # right eye
+    [3.2, 0.0, 0.0],  # left eye
+    [0.0, 3.5, 2.5],  # nose tip
+    [0.0, 6.5, 1.0],  # mouth centre
+    [-7.3, 2.0, -8.0],  # right ear tragion
+    [7.3, 2.0, -8.0],  # left ear tragion
+])
+
+
+def project(yaw_deg=0.0, roll_deg=0.0, centre=(320.0, 240.0), px_per_cm=10.0):
+    a = math.radians(yaw_deg)
+    rot_y = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    pts = HEAD @ rot_y.T
+    r = math.radians(roll_deg)
+    rot_z = np.array([[math.cos(r), -math.sin(r)], [math.sin(r), math.cos(r)]])
+    return (pts[:, :2] @ rot_z.T) * px_per_cm + np.array(centre)
+
+
+def face_at(cx, cy, size, yaw=0.0, roll=0.0):
+    kps = project(yaw, roll, (cx, cy - size * 0.1), size / 16.0).astype(np.float32)
+    return Face(box=(cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2), keypoints=kps, score=0.9)
+
+
+def textured_frame(h=480, w=640, seed=0):
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 4, w // 4, 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)  # detail at a 4-px scale, like skin/hair
+
+
+@pytest.mark.parametrize("yaw", [0.0, 15.0, -25.0, 40.0])
+def test_yaw_estimate(yaw):
+    est, roll = head_pose(project(yaw))
+    assert est == pytest.approx(yaw, abs=3.0)
+    assert roll == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("roll", [0.0, 10.0, -35.0])
+def test_roll_estimate_ignores_scale_and_position(roll):
+    yaw, est = head_pose(project(0.0, roll, centre=(50, 400), px_per_cm=3.0))
+    assert est == pytest.approx(roll, abs=1e-4)
+    assert yaw == pytest.approx(0.0, abs=1e-4)
+
+
+def test_good_face_passes():
+    v = QualityGate().check(textured_frame(), face_at(320, 240, 160))
+    assert v.ok and v.failures == () and v.reason == ""
+    assert v.face_px == pytest.approx(160) and v.eye_distance_px == pytest.approx(64, abs=0.1)
+    assert v.sharpness > 100
+
+
+@pytest.mark.parametrize("face, code", [
+    (face_at(320, 240, 50), TOO_SMALL),
+    (face_at(320, 240, 160, yaw=45), YAW),
+    (face_at(320, 240, 160, roll=35), ROLL),
+    (face_at(600, 240, 160), OUTSIDE_FRAME),  # right half outside the 640-px frame
+])
+def test_each_gate_rejects(face, code):
+    v = QualityGate().check(textured_frame(), face)
+    assert not v.ok and code in v.failures and v.reason
+
+
+def test_eyes_too_close_gate():
+    v = QualityGate(QualityOptions(min_face_px=10, min_eye_distance_px=30)).check(textured_frame(), face_at(320, 240, 60))
+    assert v.failures == (EYES_TOO_CLOSE,) and "eyes 24 px apart, need >= 30" in v.reason
+
+
+def test_blur_gate_and_size_normalisation():
+    frame = textured_frame()
+    gate = QualityGate()
+    sharp = gate.check(frame, face_at(320, 240, 160))
+    blurred = gate.check(cv2.GaussianBlur(frame, (0, 0), 6), face_at(320, 240, 160))
+    assert sharp.ok and blurred.failures == (BLURRY,) and "sharpness" in blurred.reason
+    # The same picture at half the size scores about the same (normalised), not 4x less or more.
+    half = cv2.resize(frame, (320, 240), interpolation=cv2.INTER_AREA)
+    small = gate.check(half, face_at(160, 120, 80))
+    assert 0.5 < small.sharpness / sharp.sharpness < 2.0
+
+
+def test_select_largest_and_most_central():
+    frame_shape = (480, 640, 3)
+    big_corner = face_at(120, 120, 150)
+    mid_centre = face_at(320, 240, 140)
+    small_centre = face_at(320, 240, 40)
+    assert select_subject([big_corner, mid_centre], frame_shape) is mid_centre  # nearly as big, central
+    assert select_subject([small_centre, big_corner], frame_shape) is big_corner  # central but tiny
+    assert select_subject([big_corner, mid_centre], frame_shape, center_weight=0.0) is big_corner
+    assert select_subject([], frame_shape) is None
+
+
+def test_options_validated():
+    from edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"quality.center_weight = 2: expected in \[0, 1\]"):
+        QualityGate(QualityOptions(center_weight=2))
