@@ -18,7 +18,6 @@ COMMAND_MODULES = (
     "edge.embed_cli",  # embed
     "edge.people_cli",  # enroll, people
     "convert.cli",  # convert
-    "deploy.cli",  # deploy bundle / push / sdcard
 )
 
 DESCRIPTION = """\
