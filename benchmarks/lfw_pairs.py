@@ -93,6 +93,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-peer", action="store_true", help="skip face_recognition")
     ap.add_argument("--json", help="also write the figures to this JSON file")
+    ap.add_argument("--save-embeddings", metavar="NPZ", help="also save our embeddings (for error analysis)")
     args = ap.parse_args()
 
     lfw = lfw_dir(args.lfw)
@@ -105,6 +106,8 @@ def main() -> int:
     t0 = time.time()
     emb, ms = run_ours(lfw, images, args.model, args.threads)
     results["facelock embed"] = (emb, ms, "cosine", time.time() - t0)
+    if args.save_embeddings:
+        np.savez(args.save_embeddings, files=np.array(list(emb)), embeddings=np.stack(list(emb.values())))
     if not args.no_peer:
         t0 = time.time()
         emb, ms = run_peer(lfw, images)

@@ -22,7 +22,7 @@ def roc_curve(scores: np.ndarray, same: np.ndarray) -> Roc:
     order = np.argsort(-scores, kind="mergesort")
     s, y = scores[order], same[order]
     # One point per distinct score: ties are accepted together.
-    last_of_run = np.r_[np.diff(s) != 0, True]
+    last_of_run = np.r_[s[1:] != s[:-1], True]  # not np.diff: -inf - -inf is nan
     tp = np.cumsum(y)[last_of_run]
     fp = np.cumsum(~y)[last_of_run]
     tar = np.r_[0.0, tp / y.sum()]
