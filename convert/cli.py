@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         folds=_folds(args.folds), out=Path(args.out), workdir=Path(args.workdir or Path(args.out).parent / "work"),
         sparsity=args.sparsity, epochs=args.epochs, train_faces=args.train_faces,
         calibration=args.calibration, target_far=args.target_far, max_pairs=args.max_pairs, threads=args.threads,
+        qat=args.qat,
     )
     if args.quick:
         opts = opts.quickened()
@@ -94,6 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration", type=int, default=400, help="int8 calibration chips, >= 300 (default 400)")
     p.add_argument("--target-far", type=float, default=1e-3, help="false accept rate for the threshold (default 1e-3)")
     p.add_argument("--max-pairs", type=int, help="validate on at most this many pairs")
+    p.add_argument("--qat", action="store_true",
+                   help="quantization-aware fine-tune keeping the sparsity, for models that lose too much in int8")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="small and fast: 1 epoch, 320 faces, 600 pairs")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")

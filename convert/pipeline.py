@@ -44,6 +44,8 @@ class ConvertOptions:
     target_far: float = 1e-3
     max_pairs: int | None = None
     threads: int = 2
+    qat: bool = False  # quantization-aware fine-tune (sparsity kept) before int8 conversion
+    qat_epochs: int = 1
     quick: bool = False
 
     def quickened(self) -> ConvertOptions:
@@ -120,13 +122,19 @@ def run_convert(opts: ConvertOptions) -> dict:
             popts = replace(popts, batch_size=16)
         student, sparsity_rows = prune.prune_by_distillation(teacher, train.chips, popts, opts.workdir / "prune")
         student.save(opts.workdir / "pruned.keras")
+    int8_source = student
+    if opts.qat:
+        _say(f"quantization-aware fine-tune, sparsity kept ({opts.qat_epochs} epochs)")
+        qopts = prune.PruneOptions(target_sparsity=opts.sparsity, epochs=opts.qat_epochs, learning_rate=1e-5,
+                                   batch_size=16 if opts.quick else 32)
+        int8_source = prune.quantization_aware_finetune(student, teacher, train.chips, qopts, opts.workdir / "qat")
 
     # 3. int8
     rng = np.random.default_rng(0)
     calib = train.chips[rng.permutation(len(train))[: max(opts.calibration, quantize.MIN_REPRESENTATIVE)]]
     _say(f"int8 conversion calibrated on {len(calib)} chips")
     int8_path = opts.workdir / "embedder.tflite"
-    int8_path.write_bytes(quantize.to_tflite_int8(student, calib))
+    int8_path.write_bytes(quantize.to_tflite_int8(int8_source, calib))
     int8 = TFLiteEmbedder(int8_path, num_threads=opts.threads)
 
     # 4. validation
@@ -156,6 +164,9 @@ def run_convert(opts: ConvertOptions) -> dict:
         report["agreement_vs_float"] = {
             name: validate.agreement(emb["float"][found], e[found]) for name, e in emb.items() if name != "float"
         }
+        if "pruned float" in emb:  # the cost of int8 alone
+            report["agreement_int8_vs_pruned_float"] = validate.agreement(emb["pruned float"][found],
+                                                                          emb["int8"][found])
         validate.plot_rocs(curves, opts.workdir / "roc.png", f"ROC on {opts.pairs.name} folds "
                            f"{opts.folds[0]}-{opts.folds[-1]}")
 

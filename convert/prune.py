@@ -88,9 +88,7 @@ def augmenter(seed: int):
 def prune_by_distillation(teacher, chips: np.ndarray, options: PruneOptions, workdir: str | Path,
                           progress: bool = True):
     """Return (pruned plain Keras model, per-layer sparsity). `workdir` holds the resumable checkpoint."""
-    import tensorflow as tf
     import tensorflow_model_optimization as tfmot
-    import tf_keras
 
     options.validate()
     workdir = Path(workdir)
@@ -107,6 +105,8 @@ def prune_by_distillation(teacher, chips: np.ndarray, options: PruneOptions, wor
     )
 
     # The student starts as an independent copy of the teacher, which stays frozen.
+    import tf_keras
+
     base = tf_keras.models.clone_model(teacher)
     base.set_weights(teacher.get_weights())
     student = tf_keras.models.clone_model(
@@ -115,20 +115,43 @@ def prune_by_distillation(teacher, chips: np.ndarray, options: PruneOptions, wor
             tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule) if prunable(layer) else layer
         ),
     )
+    update_step = tfmot.sparsity.keras.UpdatePruningStep()
+    update_step.set_model(student)
+    update_step.on_train_begin()
+    losses = distill(student, teacher, chips, options, workdir / "checkpoints", "pruning fine-tune", progress,
+                     before_step=lambda: update_step.on_train_batch_begin(batch=-1),
+                     after_epoch=lambda: update_step.on_epoch_end(batch=-1))
+
+    pruned = tfmot.sparsity.keras.strip_pruning(student)
+    rows = sparsity_report(pruned)
+    (workdir / "sparsity.json").write_text(json.dumps({
+        "options": asdict(options), "overall": overall_sparsity(rows),
+        "final_loss": float(np.mean(losses[-20:])) if losses else None,
+        "layers": [{"layer": r.layer, "weights": r.weights, "zeros": r.zeros, "sparsity": r.sparsity} for r in rows],
+    }, indent=2))
+    return pruned, rows
+
+
+def distill(student, teacher, chips: np.ndarray, options: PruneOptions, checkpoints: Path, desc: str,
+            progress: bool = True, before_step=None, after_epoch=None) -> list[float]:
+    """Train `student` to give the frozen `teacher`'s embedding directions on augmented chips (cosine loss).
+    Checkpoints every `options.checkpoint_every` steps into `checkpoints` and resumes from the latest one;
+    the data order of each epoch is fixed by the seed, so a resumed run sees what the killed one would have."""
+    import tensorflow as tf
+    import tf_keras
+
+    steps_per_epoch = len(chips) // options.batch_size
+    total_steps = steps_per_epoch * options.epochs
     teacher.trainable = False
     optimizer = tf_keras.optimizers.Adam(options.learning_rate)
     augment = augmenter(options.seed)
     step = tf.Variable(0, dtype=tf.int64, name="global_step")
     checkpoint = tf.train.Checkpoint(student=student, optimizer=optimizer, step=step)
-    manager = tf.train.CheckpointManager(checkpoint, str(workdir / "checkpoints"), max_to_keep=2)
+    manager = tf.train.CheckpointManager(checkpoint, str(checkpoints), max_to_keep=2)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint)
-        print(f"resuming pruning fine-tune at step {int(step)} of {total_steps} from {manager.latest_checkpoint}",
+        print(f"{desc}: resuming at step {int(step)} of {total_steps} from {manager.latest_checkpoint}",
               file=sys.stderr)
-
-    update_step = tfmot.sparsity.keras.UpdatePruningStep()
-    update_step.set_model(student)
-    update_step.on_train_begin()
 
     @tf.function
     def train_step(batch):
@@ -141,13 +164,16 @@ def prune_by_distillation(teacher, chips: np.ndarray, options: PruneOptions, wor
         optimizer.apply_gradients(zip(grads, student.trainable_variables))
         return loss
 
-    bar = _bar(total_steps, int(step), progress)
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_steps, initial=int(step), desc=desc, unit="step", file=sys.stderr, disable=not progress)
     losses: list[float] = []
     while int(step) < total_steps:
         epoch, offset = divmod(int(step), steps_per_epoch)
         order = np.random.default_rng(options.seed + epoch).permutation(len(chips))
         for b in range(offset, steps_per_epoch):
-            update_step.on_train_batch_begin(batch=-1)
+            if before_step:
+                before_step()
             batch = chips[order[b * options.batch_size:(b + 1) * options.batch_size]]
             losses.append(float(train_step(tf.constant(batch))))
             step.assign_add(1)
@@ -155,22 +181,20 @@ def prune_by_distillation(teacher, chips: np.ndarray, options: PruneOptions, wor
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
             if int(step) % options.checkpoint_every == 0:
                 manager.save(checkpoint_number=int(step))
-        update_step.on_epoch_end(batch=-1)
+        if after_epoch:
+            after_epoch()
     bar.close()
     manager.save(checkpoint_number=int(step))
-
-    pruned = tfmot.sparsity.keras.strip_pruning(student)
-    rows = sparsity_report(pruned)
-    (workdir / "sparsity.json").write_text(json.dumps({
-        "options": asdict(options), "overall": overall_sparsity(rows),
-        "final_loss": float(np.mean(losses[-20:])) if losses else None,
-        "layers": [{"layer": r.layer, "weights": r.weights, "zeros": r.zeros, "sparsity": r.sparsity} for r in rows],
-    }, indent=2))
-    return pruned, rows
+    return losses
 
 
-def _bar(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
+def quantization_aware_finetune(pruned, teacher, chips: np.ndarray, options: PruneOptions, workdir: str | Path,
+                                progress: bool = True):
+    """Quantization-aware training that keeps the zeros (`Default8BitPrunePreserveQuantizeScheme`), for models
+    whose post-training int8 conversion loses too much. Returns the QAT model; convert it like any other."""
+    import tensorflow_model_optimization as tfmot
 
-    return tqdm(total=total, initial=initial, desc="pruning fine-tune", unit="step", file=sys.stderr,
-                disable=not enabled)
+    scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+    qat = tfmot.quantization.keras.quantize_apply(tfmot.quantization.keras.quantize_annotate_model(pruned), scheme)
+    distill(qat, teacher, chips, options, Path(workdir) / "checkpoints", "quantization-aware fine-tune", progress)
+    return qat

@@ -140,3 +140,27 @@ def test_too_few_faces_is_a_clear_error(tmp_path, keras_model_path, fixtures_dir
                           out=tmp_path / "bundle", workdir=tmp_path / "work").quickened()
     with pytest.raises(DataError, match="only 1 usable faces"):
         run_convert(opts)
+
+
+def test_quantization_aware_finetune_keeps_sparsity(converted, portraits, tmp_path):
+    from convert.dlib_import import load_keras_model
+    from convert.edgetpu import check_edgetpu
+    from convert.prune import PruneOptions, quantization_aware_finetune
+    from convert.quantize import to_tflite_int8
+    from edge.embed import TFLiteEmbedder
+
+    opts, _ = converted
+    pruned = load_keras_model(opts.workdir / "pruned.keras")
+    teacher = load_keras_model(opts.model)
+    rng = np.random.default_rng(0)
+    chips = np.stack([img[y:y + 150, x:x + 150] for img in portraits for y, x in rng.integers(0, 200, (160, 2))])
+    qat = quantization_aware_finetune(pruned, teacher, chips[:32], PruneOptions(epochs=1, batch_size=8),
+                                      tmp_path / "qat", progress=False)
+    path = tmp_path / "qat_int8.tflite"
+    path.write_bytes(to_tflite_int8(qat, chips[:300]))
+    assert check_edgetpu(path).ready
+    interp = TFLiteEmbedder(path).interpreter.interpreter
+    kernels = [interp.get_tensor(t["index"]) for t in interp.get_tensor_details()
+               if t["dtype"] == np.int8 and len(t["shape"]) == 4 and t["shape"][0] >= 32 and "expand" not in t["name"]]
+    zeros = sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels)
+    assert zeros > 0.45  # the pruned zeros survive quantization-aware training
