@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 
+from convert.errors import DataError
 from convert.pipeline import __doc__ as PIPELINE_DOC
 
-DEFAULT_LFW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lfw"
+DEFAULT_LFW = Path(os.environ.get("FACELOCK_LFW", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lfw"))
 
 EPILOG = """\
 examples:
@@ -33,13 +36,25 @@ def run(args: argparse.Namespace) -> int:
     from convert.pipeline import ConvertOptions, check_inputs, run_convert
     from edge.embed import default_model
 
+    workdir = Path(args.workdir or Path(args.out).parent / "work")
     data = Path(args.data) if args.data else DEFAULT_LFW
-    pairs = Path(args.pairs) if args.pairs else (data / "pairs_view2.csv" if (data / "pairs_view2.csv").is_file() else None)
+    if not args.data and not data.is_dir():
+        if not args.quick:
+            raise DataError(f"no --data given and LFW is not at {DEFAULT_LFW}: pass a folder of face photos "
+                            "(one sub-folder per person), or --quick to use the embedded demo faces")
+        from convert.demo import write_demo_faces
+
+        data = workdir / "demo_faces"
+        if not (data / "pairs.csv").is_file():
+            write_demo_faces(data)
+        print(f"[convert] LFW not found at {DEFAULT_LFW}: using the embedded demo faces in {data}", file=sys.stderr)
+    default_pairs = next((data / n for n in ("pairs_view2.csv", "pairs.csv") if (data / n).is_file()), None)
+    pairs = Path(args.pairs) if args.pairs else default_pairs
     if args.no_pairs:
         pairs = None
     opts = ConvertOptions(
         model=Path(args.model) if args.model else default_model(), data=data, pairs=pairs,
-        folds=_folds(args.folds), out=Path(args.out), workdir=Path(args.workdir or Path(args.out).parent / "work"),
+        folds=_folds(args.folds), out=Path(args.out), workdir=workdir,
         sparsity=args.sparsity, epochs=args.epochs, train_faces=args.train_faces,
         calibration=args.calibration, target_far=args.target_far, max_pairs=args.max_pairs, threads=args.threads,
         qat=args.qat,

@@ -22,7 +22,7 @@ def load_portraits(folder: Path = FIXTURES) -> dict[str, np.ndarray]:
 
 def write_demo_faces(root: str | Path, per_person: int = 170, pairs: int = 60, seed: int = 0,
                      portraits: dict[str, np.ndarray] | None = None) -> Path:
-    """Write `root/<person>/<i>.jpg` and `root/pairs.csv` (fold 1; half genuine, half impostor pairs).
+    """Write `root/<person>/<i>.jpg` and `root/pairs.csv` (half genuine, half impostor pairs; no folds).
     Returns the pair list's path."""
     import cv2
 
@@ -46,10 +46,10 @@ def write_demo_faces(root: str | Path, per_person: int = 170, pairs: int = 60, s
     pair_list = root / "pairs.csv"
     with open(pair_list, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["fold", "file_a", "file_b", "same"])
+        writer.writerow(["file_a", "file_b", "same"])
         for k in range(pairs):
             i, j = rng.choice(per_person, 2, replace=False)
             person = names[k % len(names)]
-            writer.writerow([1, f"{person}/{i}.jpg", f"{person}/{j}.jpg", 1])
-            writer.writerow([1, f"{names[0]}/{i}.jpg", f"{names[1]}/{j}.jpg", 0])
+            writer.writerow([f"{person}/{i}.jpg", f"{person}/{j}.jpg", 1])
+            writer.writerow([f"{names[0]}/{i}.jpg", f"{names[1]}/{j}.jpg", 0])
     return pair_list

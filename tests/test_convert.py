@@ -24,7 +24,7 @@ def converted(tmp_path_factory, portraits, keras_model_path):
     data = root / "faces"
     # The pair images live beside the training ones here: a plumbing check, not an accuracy claim.
     write_demo_faces(data, portraits=dict(zip(PEOPLE, portraits)))
-    opts = ConvertOptions(model=keras_model_path, data=data, pairs=data / "pairs.csv", folds=(1,),
+    opts = ConvertOptions(model=keras_model_path, data=data, pairs=data / "pairs.csv",
                           out=root / "bundle", workdir=root / "work", sparsity=0.5).quickened()
     report = run_convert(opts)
     return opts, report
