@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "convert.models_cli",  # models fetch / build
     "edge.embed_cli",  # embed
     "edge.people_cli",  # enroll, people
+    "edge.run_cli",  # run
     "convert.cli",  # convert
     "deploy.cli",  # deploy bundle / push / sdcard
 )
