@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mqtt_broker import broker  # noqa: F401  (the real Mosquitto fixture, for every test module)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -76,3 +77,20 @@ def keras_model_path(models_dir) -> Path:
 
         build_keras_embedder(model_path(DLIB_RESNET, directory=models_dir), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def quick_bundle(tmp_path_factory, portraits, keras_model_path):
+    """A real int8 bundle from `facelock convert --quick` on the embedded demo faces (50% sparsity):
+    (ConvertOptions, report). Built once per session; about a minute."""
+    pytest.importorskip("tensorflow_model_optimization", reason="convert needs the [convert] extra")
+    from convert.demo import PEOPLE, write_demo_faces
+    from convert.pipeline import ConvertOptions, run_convert
+
+    root = tmp_path_factory.mktemp("convert")
+    data = root / "faces"
+    # The pair images live beside the training ones here: a plumbing check, not an accuracy claim.
+    write_demo_faces(data, portraits=dict(zip(PEOPLE, portraits)))
+    opts = ConvertOptions(model=keras_model_path, data=data, pairs=data / "pairs.csv",
+                          out=root / "bundle", workdir=root / "work", sparsity=0.5).quickened()
+    return opts, run_convert(opts)

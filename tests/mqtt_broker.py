@@ -1,0 +1,141 @@
+"""A real Mosquitto broker for tests, on a free port of 127.0.0.1, that can be stopped and restarted on
+the same port (with its persistence, so persistent sessions survive the restart).
+
+    def test_x(broker):  # the fixture is registered in conftest.py
+        broker.port; broker.stop(); broker.start()
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+MOSQUITTO = shutil.which("mosquitto") or next(
+    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    def __init__(self, folder: Path, port: int | None = None):
+        self.folder = folder
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+        self.conf = folder / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+                 "persistence true", f"persistence_location {folder}/", "autosave_interval 1",
+                 "max_queued_messages 10000", "log_dest stderr", "log_type error", "log_type warning"]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else it drops to `mosquitto`, who cannot write the tmp folder
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.log = folder / "mosquitto.log"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> None:
+        assert not self.running
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout} s")
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM: it saves its persistence file)."""
+        if self.running:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (apt install mosquitto): the MQTT tests need a real broker")
+    b = Broker(tmp_path / "broker")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+class Subscriber:
+    """A test client that records every message (topic, payload, retain) it receives."""
+
+    def __init__(self, port: int, topics: list[str], client_id: str | None = None, persistent: bool = False):
+        import threading
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self.topics = topics
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"test-{os.getpid()}-{id(self)}",
+                                  clean_session=not persistent, protocol=mqtt.MQTTv311)
+        self.client.reconnect_delay_set(1, 1)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.connect_async("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "test subscriber could not subscribe"
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        for t in self.topics:
+            client.subscribe(t, qos=1)
+
+    def _on_message(self, client, userdata, message):
+        with self.lock:
+            self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
+
+    def on(self, topic: str) -> list[tuple[bytes, bool]]:
+        with self.lock:
+            return [(p, r) for t, p, r in self.messages if t == topic]
+
+    def wait_for(self, predicate, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if predicate(list(self.messages)):
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def publish(self, topic: str, payload, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
