@@ -230,6 +230,9 @@ if [ -z "$R" ] && [ "$APT" != no ] && command -v apt-get >/dev/null 2>&1; then
     if grep -qs "Raspberry Pi" /proc/device-tree/model && ! "$PYTHON" -c 'import picamera2' 2>/dev/null; then
         want="$want python3-picamera2"
     fi
+    if grep -qs "Raspberry Pi" /proc/device-tree/model && ! "$PYTHON" -c 'import lgpio' 2>/dev/null; then
+        want="$want python3-lgpio"  # gpiozero's pin driver for the relay (Pi 5 needs it)
+    fi
     if [ -n "$want" ]; then
         log "apt-get install$want"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $want ||
