@@ -50,7 +50,7 @@ class ConvertOptions:
 
     def quickened(self) -> ConvertOptions:
         """Small everything: for the demo and the tests (minutes, not an hour)."""
-        return replace(self, epochs=1, train_faces=min(self.train_faces, 320),
+        return replace(self, epochs=1, train_faces=min(self.train_faces, 960),
                        calibration=300, max_pairs=min(self.max_pairs or 600, 600), quick=True)
 
 
@@ -119,7 +119,10 @@ def run_convert(opts: ConvertOptions) -> dict:
         _say(f"pruning to {opts.sparsity:.0%} sparsity by distillation ({opts.epochs} epochs)")
         popts = prune.PruneOptions(target_sparsity=opts.sparsity, epochs=opts.epochs)
         if opts.quick:
-            popts = replace(popts, batch_size=16)
+            # 60 steps instead of ~400: prune in small increments and take small steps. Measured on LFW train
+            # chips: median cosine to the float model 0.985 (0.962 with the full run's schedule squeezed
+            # into 20 steps, which left a collapsed embedding space that could not tell two people apart).
+            popts = replace(popts, batch_size=16, frequency=3, ramp_fraction=0.5, learning_rate=2e-5)
         student, sparsity_rows = prune.prune_by_distillation(teacher, train.chips, popts, opts.workdir / "prune")
         student.save(opts.workdir / "pruned.keras")
     int8_source = student
