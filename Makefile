@@ -13,9 +13,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup system-packages models lint clean
 
+# The main job end to end on embedded data: embed the fixture portraits with the float model, convert it to a
+# pruned int8 bundle (LFW train people when ../shared/data/lfw exists, else the embedded demo faces), enrol
+# one person, run the lock service on replayed door-camera frames and print what a real Mosquitto received.
 demo: setup models
 	@echo "== facelock embed on the fixture portraits (float Keras port of dlib's ResNet)"
 	$(FACELOCK) embed tests/fixtures/astronaut.png tests/fixtures/grace_hopper.jpg
+	$(PY) -m convert.demo --out out/demo
 
 test: setup models
 	bash .ci/pytest

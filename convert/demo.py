@@ -53,3 +53,132 @@ def write_demo_faces(root: str | Path, per_person: int = 170, pairs: int = 60, s
             writer.writerow([f"{person}/{i}.jpg", f"{person}/{j}.jpg", 1])
             writer.writerow([f"{names[0]}/{i}.jpg", f"{names[1]}/{j}.jpg", 0])
     return pair_list
+
+
+def write_door_frames(folder: str | Path, portraits: dict[str, np.ndarray], sequence: list[tuple[str | None, int]],
+                      size: tuple[int, int] = (640, 480), seed: int = 1) -> int:
+    """A replay folder of 640x480 'door camera' frames: for each (person or None, count), that many frames of
+    the person's portrait (slightly moving) or of an empty doorway. Returns the number of frames."""
+    import cv2
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    index = 0
+    for person, count in sequence:
+        for _ in range(count):
+            canvas = np.full((h, w, 3), 90, dtype=np.uint8)
+            if person is not None:
+                image = portraits[person]
+                scale = 0.8 * h / image.shape[0]
+                m = cv2.getRotationMatrix2D((image.shape[1] / 2, image.shape[0] / 2), rng.uniform(-3, 3), scale)
+                m[:, 2] += [w / 2 - image.shape[1] / 2 + rng.uniform(-15, 15), h / 2 - image.shape[0] / 2]
+                canvas = cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_CONSTANT, borderValue=(90, 90, 90))
+            cv2.imwrite(str(folder / f"{index:04d}.jpg"), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+            index += 1
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The whole chain on embedded data: convert -> bundle -> enrol -> the lock service on replayed frames ->
+    MQTT events from a real Mosquitto broker."""
+    import argparse
+    import json
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import threading
+    import time
+
+    ap = argparse.ArgumentParser(prog="python -m convert.demo", description=main.__doc__)
+    ap.add_argument("--out", default="out/demo", help="work folder (default out/demo)")
+    ap.add_argument("--bundle", help="use this bundle instead of converting one")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def say(msg: str) -> None:
+        print(f"\n== {msg}", flush=True)
+
+    from edge.cli import main as facelock
+
+    bundle = Path(args.bundle) if args.bundle else out / "bundle"
+    if not (bundle / "manifest.json").is_file():
+        say("convert: prune + int8-quantize the dlib ResNet port, quick settings")
+        if facelock(["convert", "--quick", "--out", str(bundle), "--workdir", str(out / "work")]) != 0:
+            return 1
+
+    portraits = load_portraits()
+    gallery = out / "gallery.db"
+    if gallery.exists():
+        gallery.unlink()
+    say("enrol eileen_collins from her portrait (grace_hopper stays a stranger)")
+    if facelock(["enroll", "eileen_collins", str(FIXTURES / PEOPLE["eileen_collins"]),
+                 "--gallery", str(gallery), "--model", str(bundle)]) != 0:
+        return 1
+
+    frames = out / "frames"
+    shutil.rmtree(frames, ignore_errors=True)
+    n = write_door_frames(frames, portraits, [(None, 5), ("grace_hopper", 25), (None, 30), ("eileen_collins", 12)])
+
+    mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    if mosquitto is None:
+        print("mosquitto is not installed (apt install mosquitto): cannot show the MQTT side", flush=True)
+        return 1
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (out / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    broker = subprocess.Popen([mosquitto, "-c", str(out / "mosquitto.conf")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    received: list[tuple[str, str]] = []
+    try:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        ready = threading.Event()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="facelock-demo-subscriber")
+        client.on_connect = lambda c, *a: c.subscribe("facelock/#", qos=1)
+        client.on_subscribe = lambda *a: ready.set()
+        client.on_message = lambda c, u, m: received.append((m.topic, m.payload.decode(errors="replace")))
+        for _ in range(50):
+            try:
+                client.connect("127.0.0.1", port)
+                break
+            except OSError:
+                time.sleep(0.1)
+        client.loop_start()
+        ready.wait(10)
+
+        from edge.config import default_config
+        from edge.service import Service
+
+        config = (default_config()
+                  .replace("model", path=str(bundle))
+                  .replace("source", kind="folder", uri=str(frames), fps=10.0)
+                  .replace("gallery", path=str(gallery))
+                  .replace("outbox", path=str(out / "outbox.db"))
+                  .replace("mqtt", host="127.0.0.1", port=port, device_id="demo_door"))
+        say(f"the lock service on {n} replayed 640x480 frames (10 fps), broker on 127.0.0.1:{port}")
+        Service(config).run()
+        time.sleep(1.0)
+        client.loop_stop()
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        broker.wait(10)
+
+    say("what the broker received")
+    events = [json.loads(p) for t, p in received if t.endswith("/event")]
+    for topic, payload in received:
+        if not topic.endswith(("/stats", "/config")):
+            print(f"{topic}  {payload[:240]}")
+    opened = [e for e in events if e.get("decision") == "accept"]
+    print(f"\n{len(events)} events; opened for: {sorted({e['person'] for e in opened}) or 'nobody'}")
+    return 0 if any(e["person"] == "eileen_collins" for e in opened) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

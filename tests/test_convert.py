@@ -12,22 +12,14 @@ import pytest
 
 pytest.importorskip("tensorflow_model_optimization", reason="convert needs the [convert] extra")
 
-from convert.demo import PEOPLE, write_demo_faces
 from convert.pipeline import ConvertOptions, run_convert
 from edge.bundle import SCHEMA, load_bundle
 from edge.errors import BundleError
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory, portraits, keras_model_path):
-    root = tmp_path_factory.mktemp("convert")
-    data = root / "faces"
-    # The pair images live beside the training ones here: a plumbing check, not an accuracy claim.
-    write_demo_faces(data, portraits=dict(zip(PEOPLE, portraits)))
-    opts = ConvertOptions(model=keras_model_path, data=data, pairs=data / "pairs.csv",
-                          out=root / "bundle", workdir=root / "work", sparsity=0.5).quickened()
-    report = run_convert(opts)
-    return opts, report
+def converted(quick_bundle):
+    return quick_bundle
 
 
 def test_bundle_is_int8_pruned_and_small(converted):

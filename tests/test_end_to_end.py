@@ -1,0 +1,88 @@
+"""The lock end to end with real parts: a real int8 bundle, replayed frames of real faces, the real
+`facelock run` process with TensorFlow made unimportable, and a real Mosquitto broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from mqtt_broker import Subscriber
+
+from convert.demo import FIXTURES, PEOPLE, load_portraits, write_door_frames
+
+# Runs a facelock command with TensorFlow, tf_keras and keras unimportable, then proves none was loaded.
+NO_TENSORFLOW = textwrap.dedent("""
+    import importlib.abc, sys
+    BLOCKED = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization")
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is blocked: the edge path must not need it")
+    sys.meta_path.insert(0, Block())
+    from edge.cli import main
+    rc = main(sys.argv[1:])
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+    print("TENSORFLOW_MODULES", loaded, file=sys.stderr)
+    sys.exit(rc if not loaded else 99)
+""")
+
+
+def facelock_without_tensorflow(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-c", NO_TENSORFLOW, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, check=False)
+
+
+def test_embed_runs_the_bundle_without_tensorflow(quick_bundle):
+    opts, _ = quick_bundle
+    proc = facelock_without_tensorflow("embed", "--json", "--model", str(opts.out),
+                                       str(FIXTURES / "astronaut.png"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "TENSORFLOW_MODULES []" in proc.stderr
+    row = json.loads(proc.stdout)
+    assert row["error"] is None and len(row["embedding"]) == 128
+
+
+def test_lock_opens_for_the_enrolled_person_only(quick_bundle, broker, tmp_path):
+    opts, _ = quick_bundle
+    gallery = tmp_path / "gallery.db"
+    enrolled = facelock_without_tensorflow("enroll", "eileen_collins", str(FIXTURES / PEOPLE["eileen_collins"]),
+                                           "--gallery", str(gallery), "--model", str(opts.out))
+    assert enrolled.returncode == 0, enrolled.stderr[-3000:]
+
+    frames = tmp_path / "frames"
+    write_door_frames(frames, load_portraits(), [("grace_hopper", 25), (None, 30), ("eileen_collins", 12)])
+    config = tmp_path / "config.toml"
+    config.write_text(textwrap.dedent(f"""
+        [model]
+        path = "{opts.out}"
+        [source]
+        kind = "folder"
+        uri = "{frames}"
+        fps = 10.0
+        [gallery]
+        path = "{gallery}"
+        [outbox]
+        path = "{tmp_path / 'outbox.db'}"
+        [mqtt]
+        host = "127.0.0.1"
+        port = {broker.port}
+        device_id = "front_door"
+    """))
+    subscriber = Subscriber(broker.port, ["facelock/front_door/#"])
+    run = facelock_without_tensorflow("run", "--config", str(config))
+    assert run.returncode == 0, run.stderr[-3000:] + run.stdout[-3000:]
+    assert "TENSORFLOW_MODULES []" in run.stderr
+
+    assert subscriber.wait_for(
+        lambda msgs: any(t.endswith("/availability") and p == b"offline" for t, p, _ in msgs), 10)
+    with subscriber.lock:
+        events = [json.loads(p) for t, p, _ in subscriber.messages if t.endswith("/event")]
+    subscriber.close()
+    accepted = [e for e in events if e["decision"] == "accept"]
+    assert [e["person"] for e in accepted] == ["eileen_collins"]
+    assert all(e["schema"] == "facelock.event/1" and e["time"].endswith("Z") for e in events)
+    assert len({e["id"] for e in events}) == len(events)
