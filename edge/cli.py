@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "edge.people_cli",  # enroll, people
     "edge.run_cli",  # run
     "convert.cli",  # convert
+    "convert.bench_cli",  # bench
     "deploy.cli",  # deploy bundle / push / sdcard
 )
 
