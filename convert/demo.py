@@ -55,29 +55,68 @@ def write_demo_faces(root: str | Path, per_person: int = 170, pairs: int = 60, s
     return pair_list
 
 
+def door_frame(image: np.ndarray | None, rng: np.random.Generator, size: tuple[int, int] = (640, 480),
+               background: int = 90) -> np.ndarray:
+    """One RGB 'door camera' frame of `size` (w, h): the face photo `image` scaled to 80% of the frame
+    height, slightly rotated and shifted (a person moving in front of the lock), or an empty doorway."""
+    import cv2
+
+    w, h = size
+    if image is None:
+        return np.full((h, w, 3), background, dtype=np.uint8)
+    scale = 0.8 * h / image.shape[0]
+    m = cv2.getRotationMatrix2D((image.shape[1] / 2, image.shape[0] / 2), rng.uniform(-3, 3), scale)
+    m[:, 2] += [w / 2 - image.shape[1] / 2 + rng.uniform(-15, 15), h / 2 - image.shape[0] / 2]
+    return cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(background, background, background))
+
+
 def write_door_frames(folder: str | Path, portraits: dict[str, np.ndarray], sequence: list[tuple[str | None, int]],
                       size: tuple[int, int] = (640, 480), seed: int = 1) -> int:
-    """A replay folder of 640x480 'door camera' frames: for each (person or None, count), that many frames of
-    the person's portrait (slightly moving) or of an empty doorway. Returns the number of frames."""
+    """A replay folder of door-camera frames (`door_frame`): for each (person or None, count), that many
+    frames of the person's portrait or of an empty doorway. Returns the number of frames."""
     import cv2
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    w, h = size
     index = 0
     for person, count in sequence:
         for _ in range(count):
-            canvas = np.full((h, w, 3), 90, dtype=np.uint8)
-            if person is not None:
-                image = portraits[person]
-                scale = 0.8 * h / image.shape[0]
-                m = cv2.getRotationMatrix2D((image.shape[1] / 2, image.shape[0] / 2), rng.uniform(-3, 3), scale)
-                m[:, 2] += [w / 2 - image.shape[1] / 2 + rng.uniform(-15, 15), h / 2 - image.shape[0] / 2]
-                canvas = cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_CONSTANT, borderValue=(90, 90, 90))
+            canvas = door_frame(portraits[person] if person is not None else None, rng, size)
             cv2.imwrite(str(folder / f"{index:04d}.jpg"), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
             index += 1
     return index
+
+
+def start_broker(folder: str | Path):
+    """A private Mosquitto on a free port of 127.0.0.1 (demo and benchmarks): (process, port), or None
+    when mosquitto is not installed (apt install mosquitto)."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    mosquitto = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None)
+    if mosquitto is None:
+        return None
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (folder / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    proc = subprocess.Popen([mosquitto, "-c", str(folder / "mosquitto.conf")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(250):  # listening within a few seconds
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.02)
+    return proc, port
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,11 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     MQTT events from a real Mosquitto broker."""
     import argparse
     import json
-    import os
     import shutil
     import signal
-    import socket
-    import subprocess
     import threading
     import time
 
@@ -124,16 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(frames, ignore_errors=True)
     n = write_door_frames(frames, portraits, [(None, 5), ("grace_hopper", 25), (None, 30), ("eileen_collins", 12)])
 
-    mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-    if mosquitto is None:
+    started = start_broker(out)
+    if started is None:
         print("mosquitto is not installed (apt install mosquitto): cannot show the MQTT side", flush=True)
         return 1
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (out / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    broker = subprocess.Popen([mosquitto, "-c", str(out / "mosquitto.conf")], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    broker, port = started
     received: list[tuple[str, str]] = []
     try:
         import paho.mqtt.client as mqtt
@@ -144,12 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         client.on_connect = lambda c, *a: c.subscribe("facelock/#", qos=1)
         client.on_subscribe = lambda *a: ready.set()
         client.on_message = lambda c, u, m: received.append((m.topic, m.payload.decode(errors="replace")))
-        for _ in range(50):
-            try:
-                client.connect("127.0.0.1", port)
-                break
-            except OSError:
-                time.sleep(0.1)
+        client.connect("127.0.0.1", port)
         client.loop_start()
         ready.wait(10)
 

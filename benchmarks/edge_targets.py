@@ -1,0 +1,177 @@
+"""The targets of the lock's runtime, measured on this machine in one run, with verdicts:
+
+- per frame, 640x480 with one face (detect + align + embed + match): median and p95 of facelock's int8
+  pipeline (1 and 2 interpreter threads) and of face_recognition's pipeline (dlib HOG with 1 upsample,
+  5 landmarks, dlib's ResNet) on the same frames; ours must be >= 10x faster;
+- one match against 10,000 templates <= 1 ms (median; p95 printed too);
+- peak resident memory (VmHWM) of a real `facelock run` process <= 150 MB: int8 bundle, replayed 640x480
+  frames, a gallery of 1,000 templates, connected to a private Mosquitto.
+
+    .venv/bin/python benchmarks/edge_targets.py [--bundle out/full/bundle] [--frames 60] [--repeat 3]
+
+Frames: the first photo of LFW `test` people (../shared/data/lfw) placed on a 640x480 doorway the way
+`make demo` does (convert.demo.door_frame: 80% of the frame height, small shifts and rotations); without
+LFW, the two fixture portraits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import DEFAULT_LFW, REPO, people_of_split, table
+
+sys.path.insert(0, str(REPO))
+from convert.bench import time_ours, time_peer
+from convert.demo import door_frame, load_portraits, start_broker
+
+
+def door_frames(n: int, seed: int = 0) -> tuple[list[np.ndarray], str]:
+    from edge.embed_cli import read_image_rgb
+
+    rng = np.random.default_rng(seed)
+    if (DEFAULT_LFW / "split.csv").is_file():
+        people = people_of_split(DEFAULT_LFW, "test")
+        faces = [read_image_rgb(DEFAULT_LFW / p / "1.jpg") for p in people[:n] if (DEFAULT_LFW / p / "1.jpg").is_file()]
+        source = f"LFW test people ({len(faces)}, first photo each)"
+    else:
+        faces = list(load_portraits().values())
+        source = "the two fixture portraits (LFW not found)"
+    return [door_frame(faces[i % len(faces)], rng) for i in range(n)], source
+
+
+def match_10k(repeat: int) -> dict:
+    import match_bench
+
+    from edge.match import Matcher
+
+    rng = np.random.default_rng(0)
+    matcher = Matcher(match_bench.snapshot(10_000, rng))
+    probes = match_bench.unit(rng, repeat)
+    for p in probes[:10]:
+        matcher.match(p)
+    ms = []
+    for p in probes:
+        t = time.perf_counter()
+        matcher.match(p)
+        ms.append((time.perf_counter() - t) * 1e3)
+    return {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95))}
+
+
+def service_memory(bundle: Path, frames: list[np.ndarray], seconds: float = 20.0) -> dict:
+    """Run `facelock run` on the frames (looped) for `seconds`; its peak resident set (VmHWM) and frames."""
+    import cv2
+    import match_bench
+
+    from edge.gallery import Gallery
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "frames").mkdir()
+        for i, f in enumerate(frames):
+            cv2.imwrite(str(tmp / "frames" / f"{i:04d}.jpg"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        rng = np.random.default_rng(1)
+        with Gallery(tmp / "gallery.db") as g:
+            for i in range(200):
+                g.enroll(f"person{i}", match_bench.unit(rng, 5))
+        started = start_broker(tmp / "broker")
+        port = started[1] if started else 1
+        (tmp / "config.toml").write_text(textwrap.dedent(f"""
+            [model]
+            path = "{bundle}"
+            [source]
+            kind = "folder"
+            uri = "{tmp / 'frames'}"
+            fps = 0.0
+            loop = true
+            [gallery]
+            path = "{tmp / 'gallery.db'}"
+            [outbox]
+            path = "{tmp / 'outbox.db'}"
+            [mqtt]
+            host = "127.0.0.1"
+            port = {port}
+            stats_interval_s = 2.0
+            [service]
+            log_level = "WARNING"
+        """))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(tmp / "config.toml")],
+                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        peak = rss = 0
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                kib = {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in
+                       Path(f"/proc/{proc.pid}/status").read_text().splitlines()) if k in ("VmHWM", "VmRSS")}
+                peak, rss = kib.get("VmHWM", peak), kib.get("VmRSS", rss)
+                time.sleep(0.1)
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+            if started:
+                started[0].terminate()
+                started[0].wait(10)
+        if proc.returncode != 0:
+            return {"error": err.strip().splitlines()[-1] if err.strip() else f"rc {proc.returncode}"}
+        return {"vmhwm_mb": peak / 1024, "vmrss_mb": rss / 1024, "broker": started is not None}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", default="out/full/bundle", help="model bundle (default out/full/bundle)")
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--repeat", type=int, default=3, help="passes over the frames")
+    ap.add_argument("--no-peer", action="store_true")
+    args = ap.parse_args()
+    bundle = Path(args.bundle)
+    if not (bundle / "manifest.json").is_file():
+        raise SystemExit(f"{bundle}: no bundle there; run `facelock convert` first (or pass --bundle)")
+
+    frames, source = door_frames(args.frames)
+    print(f"{len(frames)} frames of 640x480, one face each: {source}; {args.repeat} passes; bundle {bundle}")
+    rows, results = [], {}
+    for threads in (1, 2):
+        r = time_ours(frames, bundle / "embedder.tflite", threads, args.repeat, False, "")
+        results[f"ours {threads}t"] = r
+        rows.append([f"facelock int8, {threads} thread(s)", r["faces_found"], *(
+            f"{r[k]['median']:.2f} / {r[k]['p95']:.2f}" for k in ("detect", "align", "embed", "match", "total"))])
+    if not args.no_peer:
+        r = time_peer(frames, args.repeat, False)
+        results["peer"] = r
+        rows.append(["face_recognition (dlib), 1 thread", r["faces_found"], *(
+            f"{r[k]['median']:.2f} / {r[k]['p95']:.2f}" for k in ("detect", "align", "embed", "match", "total"))])
+    print(table(rows, ["pipeline", "faces", "detect", "align", "embed", "match", "total (ms, median / p95)"]))
+
+    m = match_10k(300)
+    mem = service_memory(bundle, frames[:30])
+    targets = []
+    if "peer" in results:
+        for threads in (1, 2):
+            speedup = results["peer"]["total"]["median"] / results[f"ours {threads}t"]["total"]["median"]
+            targets.append([f"per frame vs face_recognition, {threads} thread(s)", f"{speedup:.1f}x", ">= 10x",
+                            "PASS" if speedup >= 10 else "FAIL"])
+    targets.append(["match, 10,000 templates (median; p95)", f"{m['median']:.3f} ms; {m['p95']:.3f} ms", "<= 1 ms",
+                    "PASS" if m["median"] <= 1.0 else "FAIL"])
+    if "error" in mem:
+        targets.append(["peak RSS of facelock run", mem["error"], "<= 150 MB", "FAIL"])
+    else:
+        targets.append(["peak RSS of facelock run (VmHWM; RSS at the end)",
+                        f"{mem['vmhwm_mb']:.0f} MB; {mem['vmrss_mb']:.0f} MB", "<= 150 MB",
+                        "PASS" if mem["vmhwm_mb"] <= 150 else "FAIL"])
+    print()
+    print(table(targets, ["target", "measured", "goal", "verdict"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
