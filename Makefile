@@ -8,7 +8,8 @@ export FACELOCK_MODELS ?= $(CURDIR)/models
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Debian packages the tests use as real parts: the MQTT broker, an SSH server for `deploy push`, FAT tools
 # for SD-card images, python3-venv/numpy for install.sh (the board's venv sees apt's numpy), ansible-core
-# for the fleet playbook and shellcheck for the shell scripts.
+# for the fleet playbook, shellcheck for the shell scripts, and cloud-init + netplan to validate the SD card's
+# first-boot files with the real parsers.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup system-packages models lint clean
@@ -44,6 +45,8 @@ system-packages:
 	/usr/bin/python3 -c 'import numpy' 2>/dev/null || missing="$$missing python3-numpy"; \
 	command -v ansible-playbook >/dev/null || missing="$$missing ansible-core"; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	command -v cloud-init >/dev/null || missing="$$missing cloud-init"; \
+	[ -x /usr/sbin/netplan ] || command -v netplan >/dev/null || missing="$$missing netplan.io"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
