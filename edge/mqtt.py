@@ -509,7 +509,9 @@ class MqttLink:
 
     def close(self, flush_timeout: float = 5.0) -> None:
         """Flush the outbox (up to `flush_timeout` s), publish `offline`, disconnect."""
-        flushed = self.flush(flush_timeout) if self.connected else not len(self.outbox)
+        # Waits for a reconnect too: a SIGTERM that lands while the broker is coming back (or the link is
+        # still in its reconnect back-off) must not leave the backlog behind when a second would deliver it.
+        flushed = self.flush(flush_timeout)
         if not flushed:
             log.warning("mqtt: %d events still in the outbox; they are sent at the next start", len(self.outbox))
         if self.connected:

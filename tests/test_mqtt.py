@@ -91,6 +91,23 @@ def test_events_wait_in_outbox_while_broker_down(broker, tmp_path):
     sub.close()
 
 
+def test_close_waits_for_the_reconnect_to_deliver_the_backlog(broker, tmp_path):
+    """SIGTERM while the broker is just back and the link is still in its reconnect back-off: close() must
+    reconnect and deliver, not leave the events behind."""
+    link = _link(broker, tmp_path)
+    assert link.wait_connected(10)
+    broker.stop()
+    deadline = time.monotonic() + 5
+    while link.connected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for _ in range(5):
+        link.publish_event(RecognitionEvent("recognized", "alice", "accept"))
+    broker.start()
+    assert not link.connected  # still backing off
+    link.close(flush_timeout=10)
+    assert len(link.outbox) == 0  # every event acknowledged by the broker before close() returned
+
+
 def _replies(sub):
     return [json.loads(p) for p, _ in sub.on("facelock/t1/reply")]
 
