@@ -28,13 +28,14 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, folder: Path, port: int | None = None):
+    def __init__(self, folder: Path, port: int | None = None, listener: list[str] | None = None):
+        """`listener`: lines for the listener (TLS files, password_file, ...); default anonymous plain MQTT."""
         self.folder = folder
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
         folder.mkdir(parents=True, exist_ok=True)
         self.conf = folder / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+        lines = [f"listener {self.port} 127.0.0.1", *(listener or ["allow_anonymous true"]),
                  "persistence true", f"persistence_location {folder}/", "autosave_interval 1",
                  "max_queued_messages 10000", "log_dest stderr", "log_type error", "log_type warning"]
         if os.geteuid() == 0:
