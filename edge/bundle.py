@@ -116,8 +116,13 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
             f = path / name
             if not f.is_file():
                 raise BundleError(f"{f}: listed in {MANIFEST} but missing")
-            if f.stat().st_size != meta["bytes"] or sha256_file(f) != meta["sha256"]:
-                raise BundleError(f"{f}: checksum does not match {MANIFEST} (corrupt or truncated copy)")
+            size = f.stat().st_size
+            digest = sha256_file(f) if size == meta["bytes"] else None
+            if size != meta["bytes"] or digest != meta["sha256"]:
+                found = f"{size} bytes" if digest is None else f"sha256 {digest[:16]}…"
+                wanted = f"{meta['bytes']} bytes" if digest is None else f"sha256 {meta['sha256'][:16]}…"
+                raise BundleError(f"{f}: checksum does not match {MANIFEST} ({found}, expected {wanted}): a "
+                                  "corrupt, truncated or replaced copy; copy the bundle again")
     return Bundle(path=path, manifest=manifest)
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from mqtt_broker import Subscriber
 
 from convert.demo import FIXTURES, PEOPLE, load_portraits, write_door_frames
@@ -86,3 +87,28 @@ def test_lock_opens_for_the_enrolled_person_only(quick_bundle, broker, tmp_path)
     assert [e["person"] for e in accepted] == ["eileen_collins"]
     assert all(e["schema"] == "facelock.event/1" and e["time"].endswith("Z") for e in events)
     assert len({e["id"] for e in events}) == len(events)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "altered"])
+def test_run_refuses_a_damaged_bundle_naming_the_file(quick_bundle, tmp_path, damage):
+    """A truncated embedder, or one with bytes changed (same size): `facelock run` stops before touching
+    the camera, with an error that names the file and says what is wrong."""
+    import shutil
+
+    opts, _ = quick_bundle
+    bundle = tmp_path / "bundle"
+    shutil.copytree(opts.out, bundle)
+    embedder = bundle / "embedder.tflite"
+    if damage == "truncated":
+        embedder.write_bytes(embedder.read_bytes()[:100_000])
+    else:
+        data = bytearray(embedder.read_bytes())
+        data[len(data) // 2: len(data) // 2 + 16] = bytes(16)
+        embedder.write_bytes(bytes(data))
+    config = tmp_path / "config.toml"
+    config.write_text(f'[model]\npath = "{bundle}"\n[gallery]\npath = "{tmp_path / "g.db"}"\n'
+                      f'[outbox]\npath = "{tmp_path / "o.db"}"\n')
+    run = facelock_without_tensorflow("run", "--config", str(config))
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "embedder.tflite: checksum does not match manifest.json" in run.stderr, run.stderr[-2000:]
+    assert ("bytes, expected" if damage == "truncated" else "sha256") in run.stderr
