@@ -55,15 +55,7 @@ def match_10k(repeat: int) -> dict:
     from edge.match import Matcher
 
     rng = np.random.default_rng(0)
-    matcher = Matcher(match_bench.snapshot(10_000, rng))
-    probes = match_bench.unit(rng, repeat)
-    for p in probes[:10]:
-        matcher.match(p)
-    ms = []
-    for p in probes:
-        t = time.perf_counter()
-        matcher.match(p)
-        ms.append((time.perf_counter() - t) * 1e3)
+    ms = match_bench.time_matches(Matcher(match_bench.snapshot(10_000, rng)), match_bench.unit(rng, repeat))
     return {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95))}
 
 

@@ -41,6 +41,18 @@ def snapshot(n_templates: int, rng: np.random.Generator) -> GallerySnapshot:
     )
 
 
+def time_matches(matcher: Matcher, probes: np.ndarray, warmup: int = 10) -> list[float]:
+    """Milliseconds of each `matcher.match(probe)`, after `warmup` untimed ones."""
+    for p in probes[:warmup]:
+        matcher.match(p)
+    ms = []
+    for p in probes:
+        t = time.perf_counter()
+        matcher.match(p)
+        ms.append((time.perf_counter() - t) * 1e3)
+    return ms
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=300)
@@ -52,14 +64,7 @@ def main() -> None:
     for n, blas in ((int(s), b) for s in args.sizes.split(",") for b in (False, True)):
         snap = snapshot(n, rng)
         matcher = Matcher(snap, MatchOptions(use_blas=blas))
-        probes = unit(rng, args.repeat)
-        for p in probes[:10]:
-            matcher.match(p)  # warm up
-        times = []
-        for p in probes:
-            t = time.perf_counter()
-            matcher.match(p)
-            times.append((time.perf_counter() - t) * 1e3)
+        times = time_matches(matcher, unit(rng, args.repeat))
         print(f"{n:>10} {len(snap.names):>7} {len(snap.negatives):>9} {'blas' if blas else 'einsum':>8} "
               f"{np.median(times):>10.4f} "
               f"{np.percentile(times, 95):>8.4f}")

@@ -609,14 +609,7 @@ def scaling(opts: BenchOptions, img: Path) -> dict:
         snap = match_bench.snapshot(n, rng)
         probes = match_bench.unit(rng, opts.match_repeat)
         for blas in (False, True):
-            matcher = Matcher(snap, MatchOptions(use_blas=blas))
-            for p in probes[:5]:
-                matcher.match(p)
-            ms = []
-            for p in probes:
-                t = time.perf_counter()
-                matcher.match(p)
-                ms.append((time.perf_counter() - t) * 1e3)
+            ms = match_bench.time_matches(Matcher(snap, MatchOptions(use_blas=blas)), probes, warmup=5)
             rows.append({"templates": n, "people": len(snap.names), "scoring": "blas" if blas else "einsum",
                          **_stats(ms)})
     plt = _plt()
