@@ -11,6 +11,20 @@ from convert.dlib_import import load_keras_model
 from edge.embed import check_chips, l2_normalize
 
 
+def embedding_space(model) -> str:
+    """`space:<model name>@<12 hex of sha256 over its weights>`: the id of the space a float model embeds
+    into. Bundles made from it by `facelock convert` carry the same id (pruning and int8 are distilled and
+    calibrated to stay in it), so templates enrolled with any of them match with the others."""
+    import hashlib
+
+    from edge.gallery import SPACE_PREFIX
+
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
+    return f"{SPACE_PREFIX}{model.name}@{digest.hexdigest()[:12]}"
+
+
 class KerasEmbedder:
     """Float Keras embedder. The model takes RGB pixels in [0, 255] (normalisation is inside it)."""
 
@@ -21,6 +35,7 @@ class KerasEmbedder:
         self.model = load_keras_model(self.model_path)
         self.batch_size = batch_size
         self.name = f"keras:{self.model_path.name}"
+        self.space = embedding_space(self.model)
         # One traced graph: calling the model eagerly per chip costs more than the network itself.
         self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
 

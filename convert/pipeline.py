@@ -72,7 +72,7 @@ def run_convert(opts: ConvertOptions) -> dict:
     from convert import dlib_import, prune, quantize, validate
     from convert.data import build_chipset, list_images, spread_by_person
     from convert.edgetpu import check_edgetpu, compile_edgetpu
-    from convert.embedders import KerasEmbedder
+    from convert.embedders import KerasEmbedder, embedding_space
     from edge import bundle as bundle_mod
     from edge.align import FaceAligner
     from edge.detect import BlazeFaceDetector, DetectorOptions
@@ -197,6 +197,7 @@ def run_convert(opts: ConvertOptions) -> dict:
             "input": {**_io(int8.interpreter.input_details[0]), "layout": "NHWC", "channels": "RGB",
                       "normalization": "RGB pixel values 0..255; (x - dlib means)/256 is inside the model"},
             "output": {**_io(int8.interpreter.output_details[0]), "l2_normalize": True},
+            "space": embedding_space(teacher),
         },
         "detector": {"file": "detector.tflite", "kind": "blazeface_short_range", "input_size": [128, 128]},
         "alignment": {"chip_size": 150, "template": aligner.template.to_dict()},

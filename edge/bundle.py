@@ -65,6 +65,11 @@ class Bundle:
         return Threshold(float(t["cosine"]), t.get("target_far"), str(t.get("chosen_on", "unknown")))
 
     @property
+    def space(self) -> str:
+        """The embedding space of the embedder (the source model's, which compression keeps); '' if unknown."""
+        return str(self.manifest["embedder"].get("space", ""))
+
+    @property
     def edgetpu_file(self) -> Path | None:
         name = self.manifest["embedder"].get("edgetpu_file")
         return self.file(name) if name else None
@@ -77,10 +82,11 @@ class Bundle:
         tpu = self.edgetpu_file
         if use_edgetpu and tpu is not None:
             try:
-                return TFLiteEmbedder(tpu, num_threads=num_threads, edgetpu=True, require_delegate=True)
+                return TFLiteEmbedder(tpu, num_threads=num_threads, edgetpu=True, require_delegate=True,
+                                      space=self.space)
             except ModelError as exc:  # no TPU attached or no libedgetpu: the CPU model does the same job
                 log.warning("%s; using the CPU embedder", exc)
-        return TFLiteEmbedder(self.file(self.manifest["embedder"]["file"]), num_threads=num_threads)
+        return TFLiteEmbedder(self.file(self.manifest["embedder"]["file"]), num_threads=num_threads, space=self.space)
 
     def detector(self, num_threads: int = 2):
         from edge.detect import BlazeFaceDetector, DetectorOptions

@@ -17,9 +17,12 @@ from edge.types import CHIP_SIZE
 
 
 class Embedder(Protocol):
-    """What every embedder offers. `name` says what runs (for logs and stats)."""
+    """What every embedder offers. `name` says what runs (for logs and stats); `space` names the embedding
+    space its vectors live in (`space:<model>@<hash>`, '' when unknown): a model and its pruned or int8
+    versions share one, so a gallery enrolled with one matches with the others."""
 
     name: str
+    space: str
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         """(N, 150, 150, 3) uint8 RGB chips -> (N, D) float32, each row of unit length."""
@@ -50,10 +53,11 @@ class TFLiteEmbedder:
     parameters (the facelock models take pixels with scale 1, zero point -128, which is exact)."""
 
     def __init__(self, model_path: str | os.PathLike, num_threads: int = 2, edgetpu: bool = False,
-                 require_delegate: bool = False):
+                 require_delegate: bool = False, space: str = ""):
         from edge.interpreter import load_interpreter
 
         self.model_path = Path(model_path)
+        self.space = space  # a bare .tflite does not say; a bundle's manifest does
         self.interpreter = load_interpreter(self.model_path, num_threads=num_threads, edgetpu=edgetpu,
                                             require_delegate=require_delegate)
         inputs = self.interpreter.input_details

@@ -57,12 +57,20 @@ CREATE TABLE IF NOT EXISTS templates (
     dim INTEGER NOT NULL,
     embedding BLOB NOT NULL,           -- little-endian float32, unit length
     digest TEXT NOT NULL,              -- sha1 of the blob: the same embedding is stored once per person
-    model TEXT NOT NULL DEFAULT '',    -- the embedder that made it, when known
+    model TEXT NOT NULL DEFAULT '',    -- the embedding space that made it ('space:<model>@<hash>'), when known
     created TEXT NOT NULL,
     UNIQUE (person_id, kind, digest)
 );
 CREATE INDEX IF NOT EXISTS templates_person ON templates(person_id, kind);
 """
+
+
+SPACE_PREFIX = "space:"
+
+
+def is_space_id(model: str) -> bool:
+    """True for a recorded embedding-space id (`space:<model>@<hash>`), False for '' or older free text."""
+    return model.startswith(SPACE_PREFIX)
 
 
 def default_gallery_path() -> Path:
@@ -155,6 +163,8 @@ class GallerySnapshot:
     negative_owner: np.ndarray  # (K,) int64
     revision: int
     dim: int
+    ignored: tuple[str, ...] = ()  # people with templates from another embedding space (left out)
+    ignored_templates: int = 0
 
 
 class Gallery:
@@ -225,8 +235,15 @@ class Gallery:
         row = db.execute("SELECT id FROM people WHERE key = ?", (_name_key(name),)).fetchone()
         return None if row is None else int(row[0])
 
-    def _dim(self, db: sqlite3.Connection) -> int | None:
-        row = db.execute("SELECT dim FROM templates LIMIT 1").fetchone()
+    def _dim(self, db: sqlite3.Connection, model: str = "") -> int | None:
+        """The size of the embeddings new ones must match: those of `model`'s embedding space (and of
+        unknown ones) when it is a space id, else of all. Templates of another space are left out of matching
+        anyway (see `snapshot`), so after a change of embedder new people can be enrolled at its size."""
+        if is_space_id(model):
+            row = db.execute("SELECT dim FROM templates WHERE model = ? OR model NOT LIKE 'space:%' LIMIT 1",
+                             (model,)).fetchone()
+        else:
+            row = db.execute("SELECT dim FROM templates LIMIT 1").fetchone()
         return None if row is None else int(row[0])
 
     def _add(self, db: sqlite3.Connection, person_id: int, kind: str, embs: np.ndarray, model: str) -> int:
@@ -260,7 +277,7 @@ class Gallery:
         already stored for this person is not stored twice)."""
         name = validate_name(name)
         with self._tx() as db:
-            embs = check_embeddings(embeddings, f"enrolment of {name!r}", self._dim(db))
+            embs = check_embeddings(embeddings, f"enrolment of {name!r}", self._dim(db, model))
             pid = self._person_id(db, name)
             if pid is None:
                 now = _now()
@@ -279,7 +296,7 @@ class Gallery:
             if pid is None:
                 raise GalleryError(f"no person {name!r} in {self.path}: enrol {name!r} before adding "
                                    "negative examples for them")
-            embs = check_embeddings(embeddings, f"negative examples for {name!r}", self._dim(db))
+            embs = check_embeddings(embeddings, f"negative examples for {name!r}", self._dim(db, model))
             added = self._add(db, pid, NEGATIVE, embs, model)
             self._bump(db)
         return added
@@ -345,18 +362,25 @@ class Gallery:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([np.frombuffer(r[1], dtype="<f4", count=r[0]) for r in rows]).astype(np.float32)
 
-    def snapshot(self) -> GallerySnapshot:
-        """Every template as matrices (one consistent read), for edge.match.Matcher."""
+    def snapshot(self, space: str = "") -> GallerySnapshot:
+        """Every template as matrices (one consistent read), for edge.match.Matcher. With `space` (the
+        running embedder's, see `embedding_space`), templates recorded as made in another embedding space
+        are left out and counted: their cosines with this model's embeddings mean nothing. Templates of an
+        unknown space (older galleries, bare .tflite models) are kept."""
         with self._lock:
             self._db.execute("BEGIN")
             try:
                 revision = int(self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
                 rows = self._db.execute(
-                    "SELECT p.id, p.name, t.kind, t.dim, t.embedding FROM templates t "
+                    "SELECT p.id, p.name, t.kind, t.dim, t.embedding, t.model FROM templates t "
                     "JOIN people p ON p.id = t.person_id ORDER BY p.key, t.id"
                 ).fetchall()
             finally:
                 self._db.execute("COMMIT")
+        foreign = [r for r in rows if space and is_space_id(r[5]) and r[5] != space]
+        if foreign:
+            rows = [r for r in rows if not (is_space_id(r[5]) and r[5] != space)]
+        rows = [r[:5] for r in rows]
         dims = {r[3] for r in rows}
         if len(dims) > 1:
             raise GalleryError(f"{self.path}: templates of different sizes {sorted(dims)}: re-enrol with one model")
@@ -391,6 +415,8 @@ class Gallery:
             negative_owner=np.asarray(neg_owner, dtype=np.int64),
             revision=revision,
             dim=dim,
+            ignored=tuple(sorted({r[1] for r in foreign})),
+            ignored_templates=len(foreign),
         )
 
     # -- export / import ----------------------------------------------------------------------------------

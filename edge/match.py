@@ -98,14 +98,22 @@ NO_MATCH = Match(person=None, score=-1.0, runner_up=None, runner_up_score=-1.0, 
 class Matcher:
     """`match(embedding)` -> Match against a gallery (reloaded on change) or a fixed snapshot."""
 
-    def __init__(self, source: Gallery | GallerySnapshot, options: MatchOptions | None = None):
+    def __init__(self, source: Gallery | GallerySnapshot, options: MatchOptions | None = None, space: str = ""):
+        """`space`: the running embedder's embedding space (`Embedder.space`); gallery templates recorded in
+        another space are left out, with a warning naming the people to enrol again."""
         self.options = (options or MatchOptions()).validate()
         self.gallery = source if isinstance(source, Gallery) else None
+        self.space = space
         self._lock = threading.Lock()
         self._checked = time.monotonic()
-        self._load(source.snapshot() if isinstance(source, Gallery) else source)
+        self._load(source.snapshot(space) if isinstance(source, Gallery) else source)
 
     def _load(self, snap: GallerySnapshot) -> None:
+        if snap.ignored_templates:
+            log.warning("gallery %s: %d templates of %s were made with another embedder (this one is %s) and "
+                        "are ignored: enrol them again with this model",
+                        self.gallery.path if self.gallery else "snapshot", snap.ignored_templates,
+                        ", ".join(snap.ignored), self.space)
         # Negatives sorted by owner, so that per-owner maxima are one reduceat over the groups present.
         order = np.argsort(snap.negative_owner, kind="stable")
         owners = snap.negative_owner[order]
@@ -133,7 +141,7 @@ class Matcher:
             self._checked = time.monotonic()
             if not force and self.gallery.revision() == self.snapshot.revision:
                 return False
-            self._load(self.gallery.snapshot())
+            self._load(self.gallery.snapshot(self.space))
             return True
 
     def match(self, embedding: np.ndarray) -> Match:

@@ -134,7 +134,8 @@ def run_enroll(args: argparse.Namespace) -> int:
                                 "enrol them first")
         pipeline = _build_pipeline(args)
         embeddings = _embed_camera(pipeline, args) if args.camera else _embed_photos(pipeline, images)
-        model = getattr(pipeline.embedder, "name", "")
+        # The embedding space when the model says (bundles, Keras), else its name (kept, matched as unknown).
+        model = getattr(pipeline.embedder, "space", "") or getattr(pipeline.embedder, "name", "")
         if negative:
             added = gallery.enroll_negative(name, embeddings, model=model)
             total = next(p.negatives for p in gallery.people() if p.name.casefold() == name.casefold())

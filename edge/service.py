@@ -208,7 +208,7 @@ class Service:
         detector, aligner, embedder = self._components
         self.backend = _describe_backend(embedder)
         self.gallery = Gallery(c.gallery.path or None)
-        self.matcher = Matcher(self.gallery, c.match)
+        self.matcher = Matcher(self.gallery, c.match, space=getattr(embedder, "space", ""))
         self.pipeline = FacePipeline(detector, aligner, embedder, QualityGate(c.quality), self.matcher)
         decide = c.decide
         if not c.is_set("decide", "threshold") and c.model.path and Path(c.model.path).is_dir():
@@ -241,6 +241,8 @@ class Service:
                 "last_decision": self.last_decision,
                 "locked_out": locked_until is not None and locked_until > time.monotonic(),
                 "people": len(self.matcher.names), "enrolling": self._enrolment.name if self._enrolment else None,
+                # people enrolled with another embedder: left out of matching until enrolled again
+                "stale_people": list(self.matcher.snapshot.ignored),
                 "backend": self.backend}
 
     def _publish_state(self) -> None:
@@ -491,7 +493,7 @@ class Service:
         if len(e.taken) >= e.frames:
             self._enrolment = None
             try:
-                added = self.gallery.enroll(e.name, np.stack(e.taken))
+                added = self.gallery.enroll(e.name, np.stack(e.taken), model=self.matcher.space)
                 self.matcher.refresh(force=True)
                 log.info("service: enrolled %s (%d templates)", e.name, added)
                 self.link.reply("enroll", e.request_id, ok=True, result={"name": e.name, "templates": added})

@@ -37,6 +37,17 @@ def test_bundle_is_int8_pruned_and_small(converted):
     assert "cosine" in bundle.manifest["threshold"]
 
 
+def test_bundle_shares_the_embedding_space_of_its_source_model(converted, keras_model_path):
+    """A gallery enrolled with the float model matches with the int8 bundle made from it, and the
+    gallery can tell both from an unrelated embedder."""
+    from convert.embedders import KerasEmbedder
+
+    opts, _ = converted
+    space = load_bundle(opts.out).space
+    assert space.startswith("space:dlib_resnet_v1@") and space == KerasEmbedder(keras_model_path).space
+    assert load_bundle(opts.out).embedder(num_threads=1).space == space
+
+
 def test_int8_agrees_with_float_and_separates_people(converted):
     _, report = converted
     assert report["agreement_vs_float"]["int8"]["median_cosine"] > 0.9

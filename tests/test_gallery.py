@@ -219,3 +219,32 @@ def test_people_list_does_not_create_a_gallery(tmp_path, capsys):
     assert main(["people", "remove", "x", "--gallery", str(path)]) == 1
     assert "no such gallery" in capsys.readouterr().err
     assert not path.exists()
+
+
+def test_snapshot_leaves_out_templates_of_another_embedding_space(tmp_path, caplog):
+    from edge.match import Matcher
+
+    mine, other = "space:dlib_resnet_v1@aaaaaaaaaaaa", "space:some_other_net@bbbbbbbbbbbb"
+    with Gallery(tmp_path / "g.db") as g:
+        g.enroll("alice", embs(2, 1), model=mine)
+        g.enroll("bob", embs(2, 2), model=other)  # enrolled before a change of embedder
+        g.enroll("carol", embs(1, 3))  # unknown space (an older gallery): kept
+        assert g.snapshot().names == ("alice", "bob", "carol")
+        snap = g.snapshot(mine)
+        assert snap.names == ("alice", "carol") and snap.ignored == ("bob",) and snap.ignored_templates == 2
+        with caplog.at_level("WARNING"):
+            matcher = Matcher(g, space=mine)
+        assert matcher.names == ("alice", "carol")
+        assert "2 templates of bob were made with another embedder" in caplog.text
+
+
+def test_a_new_embedder_of_another_size_can_enrol_beside_the_old_templates(tmp_path):
+    old, new = "space:dlib_resnet_v1@aaaaaaaaaaaa", "space:mobilefacenet@cccccccccccc"
+    with Gallery(tmp_path / "g.db") as g:
+        g.enroll("alice", embs(2, 1), model=old)
+        small = np.ones((1, 64), np.float32)
+        g.enroll("dave", small, model=new)  # 64-d: fine, the 128-d ones are another space
+        assert g.snapshot(new).names == ("dave",) and g.snapshot(new).dim == 64
+        assert g.snapshot(old).names == ("alice",)
+        with pytest.raises(GalleryError, match="64 dimensions, the gallery holds 128-d"):
+            g.enroll("erin", small, model=old)
