@@ -6,8 +6,9 @@ reached, or SIGTERM/SIGINT arrives. Then it finishes the frame, flushes the outb
 
 Robustness: a frame that makes any stage raise is logged (one line) and skipped; a source that fails is
 reopened after `source_retry_s`; commands are executed in this loop's thread, between frames, and any error
-becomes an error reply. systemd: READY=1 once running, WATCHDOG=1 from the frame loop (so a stuck loop
-is restarted) every half of $WATCHDOG_USEC, STOPPING=1 on shutdown, written to $NOTIFY_SOCKET directly.
+becomes an error reply. systemd: READY=1 once running, WATCHDOG=1 every half of $WATCHDOG_USEC from the
+loop (after each frame, and while waiting to reopen a failed source), so only a loop that is stuck gets
+restarted; STOPPING=1 on shutdown; written to $NOTIFY_SOCKET directly, never blocking.
 """
 
 from __future__ import annotations
