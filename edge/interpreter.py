@@ -70,9 +70,10 @@ def _backend() -> tuple[str, Any, Any] | None:
             continue
         return name, mod.Interpreter, getattr(mod, "load_delegate", None)
     if importlib.util.find_spec("tensorflow") is not None:
-        # Workstation fallback only; edge/ otherwise never touches TensorFlow.
+        # The last resort the design allows (a workstation without either runtime), imported by name only
+        # here and only then: the board has no TensorFlow, and the edge path never loads it otherwise.
         try:
-            import tensorflow as tf
+            tf = importlib.import_module("tensorflow")
         except ImportError:
             return None
         return "tensorflow", tf.lite.Interpreter, tf.lite.experimental.load_delegate
