@@ -247,8 +247,10 @@ class Service:
                 "backend": self.backend}
 
     def _publish_state(self) -> None:
-        self.link.publish_state(self.state())
+        state = self.state()
+        self.link.publish_state(state)
         self._state_at = time.monotonic()
+        self._published_unlocked = state["lock"] == "UNLOCKED"
 
     # -- run ---------------------------------------------------------------------------------------------------
 
@@ -321,7 +323,10 @@ class Service:
         if stats_every and now - self._last_stats >= stats_every:
             self._publish_stats()
             self._last_stats = now
-        if now - self._state_at >= self.options.state_interval_s:
+        # The relay re-locks on its own timer: tell Home Assistant's lock entity without waiting for a frame
+        # that changes something else.
+        if now - self._state_at >= self.options.state_interval_s or \
+                self.relay.is_unlocked != self._published_unlocked:
             self._publish_state()
 
     def _sleep(self, seconds: float) -> None:

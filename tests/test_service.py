@@ -121,6 +121,30 @@ def test_accept_unlocks_publishes_and_survives_bad_frames(broker, tmp_path):
     sub.close()
 
 
+def test_state_follows_the_relay_locking_again_on_its_own(broker, tmp_path):
+    """Home Assistant's lock entity reads the retained state: after the unlock period it must say LOCKED
+    again while the service runs on, not only at the next decision."""
+    config = _config(tmp_path, broker.port).replace("relay", enabled=True, pin_factory="mock", unlock_s=0.3)
+    relay, _ = _relay(config)
+    sub = Subscriber(broker.port, ["facelock/svc/state"])
+    service = Service(config, components=(FakeDetector(), FakeAligner(), FakeEmbedder()),
+                      source_factory=lambda _o: ListSource([1, 1, 1] + [0] * 1000, 0.01), relay=relay,
+                      install_signals=False)
+    thread = threading.Thread(target=service.run)
+    thread.start()
+    try:
+        def relocked(messages) -> bool:
+            locks = [json.loads(p)["lock"] for _, p, _ in messages]
+            return "UNLOCKED" in locks and "LOCKED" in locks[locks.index("UNLOCKED"):]
+
+        assert sub.wait_for(relocked, timeout=10)
+        assert thread.is_alive()  # published by the running loop, not by the shutdown
+    finally:
+        service.stopping = True
+        thread.join(20)
+        sub.close()
+
+
 def test_relay_times_out():
     from gpiozero.pins.mock import MockFactory
 
