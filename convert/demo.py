@@ -187,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                   .replace("source", kind="folder", uri=str(frames), fps=10.0)
                   .replace("gallery", path=str(gallery))
                   .replace("outbox", path=str(out / "outbox.db"))
-                  .replace("mqtt", host="127.0.0.1", port=port, device_id="demo_door"))
+                  .replace("mqtt", host="127.0.0.1", port=port, device_id="demo_door")
+                  # a simulated relay (gpiozero's mock pins): the state shows UNLOCKED after the accept
+                  .replace("relay", enabled=True, pin_factory="mock", unlock_s=2.0))
         say(f"the lock service on {n} replayed 640x480 frames (10 fps), broker on 127.0.0.1:{port}")
         Service(config).run()
         time.sleep(1.0)
