@@ -290,7 +290,6 @@ class MqttLink:
         self.on_connected: list[Callable[[], None]] = []  # called in the network thread after each connect
         self.on_ha_online: Callable[[], None] | None = None
         self.ha_status_topic: str | None = None
-        self.connects = 0
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -360,7 +359,6 @@ class MqttLink:
             log.warning("mqtt: broker %s:%d refused the connection: %s", self.options.host, self.options.port,
                         reason_code)
             return
-        self.connects += 1
         log.info("mqtt: connected to %s:%d", self.options.host, self.options.port)
         client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
         self._generation += 1  # the sender sends the whole backlog again on this connection

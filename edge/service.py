@@ -522,9 +522,3 @@ def _describe_backend(embedder) -> str:
         return description
     return getattr(embedder, "name", type(embedder).__name__)
 
-
-def run_service(config_path: str | os.PathLike) -> int:
-    """Load the config and run the service (what `facelock run` does)."""
-    from edge.config import load_config
-
-    return Service(load_config(config_path)).run()
