@@ -19,8 +19,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # one person, run the lock service on replayed door-camera frames and print what a real Mosquitto received.
 demo: setup models
 	@echo "== facelock embed on the fixture portraits (float Keras port of dlib's ResNet)"
-	$(FACELOCK) embed tests/fixtures/astronaut.png tests/fixtures/grace_hopper.jpg
-	$(PY) -m convert.demo --out out/demo
+	$(FACELOCK) embed convert/portraits/astronaut.png convert/portraits/grace_hopper.jpg
+	$(PY) -m facelock.demo --out out/demo
 
 test: setup models
 	bash .ci/pytest
@@ -57,8 +57,10 @@ models: $(VENV)/.installed
 	$(FACELOCK) models fetch
 	test -f $(FACELOCK_MODELS)/dlib_resnet_v1.keras || $(FACELOCK) models build
 
+# ruff, then the architecture's import contracts (pyproject.toml [tool.importlinter]; docs/architecture.md).
 lint: setup
-	$(VENV)/bin/ruff check edge convert deploy tests benchmarks
+	$(VENV)/bin/ruff check facelock edge convert deploy tests benchmarks
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) models build dist *.egg-info .pytest_cache

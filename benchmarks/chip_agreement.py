@@ -12,22 +12,16 @@ same-person threshold is 0.6) and how many faces each pipeline found.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(__file__))
-from common import REPO, lfw_dir
+from common import lfw_dir
 from derive_template import DlibReference, cosine, match_face, sample_images
 
-sys.path.insert(0, str(REPO))
-from edge.align import FaceAligner, load_template
-from edge.detect import BlazeFaceDetector, DetectorOptions
-from edge.embed_cli import read_image_rgb
-from edge.modelstore import DETECTOR, model_path
+from edge.images import read_image_rgb
+from edge.vision.align import FaceAligner, load_template
+from edge.vision.build import detector as load_detector
 
 
 def main() -> int:
@@ -40,7 +34,7 @@ def main() -> int:
     lfw = lfw_dir(args.lfw)
     files = sample_images(lfw, "test", args.images, seed=1)
     ref = DlibReference()
-    detector = BlazeFaceDetector(model_path(DETECTOR), DetectorOptions(num_threads=1))
+    detector = load_detector(num_threads=1)
     aligner = FaceAligner(template=load_template(args.template))
     start = time.monotonic()
 

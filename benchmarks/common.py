@@ -1,22 +1,19 @@
-"""Helpers shared by the benchmark scripts: where the data is, the LFW pair list, pretty tables."""
+"""Helpers shared by the benchmark scripts: the checkout, LFW (where it is, its pair list and split: from
+convert.datasets), pretty tables.
+
+The scripts import the package (edge, convert; installed with `pip install -e`) and this module (the
+script's own folder is on sys.path when it runs); the package never imports them.
+"""
 
 from __future__ import annotations
 
-import csv
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from convert.datasets import DEFAULT_LFW, Pair, people_of_split, read_pairs
+
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_LFW = Path(os.environ.get("FACELOCK_LFW", REPO.parent / "shared" / "data" / "lfw"))
-
-
-@dataclass(frozen=True)
-class Pair:
-    fold: int
-    a: str
-    b: str
-    same: bool
+__all__ = ["DEFAULT_LFW", "REPO", "Pair", "lfw_dir", "people_of_split", "read_pairs", "table"]
 
 
 def lfw_dir(path: str | os.PathLike | None = None) -> Path:
@@ -24,17 +21,6 @@ def lfw_dir(path: str | os.PathLike | None = None) -> Path:
     if not (lfw / "pairs_view2.csv").is_file():
         raise SystemExit(f"LFW not found at {lfw} (expected pairs_view2.csv there); pass --lfw DIR")
     return lfw
-
-
-def read_pairs(lfw: Path, folds: range = range(6, 11)) -> list[Pair]:
-    with open(lfw / "pairs_view2.csv", newline="") as fh:
-        rows = [Pair(int(r["fold"]), r["file_a"], r["file_b"], r["same"] == "1") for r in csv.DictReader(fh)]
-    return [p for p in rows if p.fold in folds]
-
-
-def people_of_split(lfw: Path, split: str) -> list[str]:
-    with open(lfw / "split.csv", newline="") as fh:
-        return sorted(r["name"] for r in csv.DictReader(fh) if r["split"] == split)
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(__file__))
 from common import table
-from embedder_latency import aligned_chips, dlib_fn, tflite_fn, time_per_chip
+from embedder_latency import aligned_chips, dlib_fn
+
+from convert.bench.speed import tflite_fn, time_per_chip
 
 
 def main() -> int:

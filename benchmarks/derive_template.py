@@ -22,20 +22,16 @@ import datetime as dt
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import lfw_dir
 
-sys.path.insert(0, os.path.dirname(__file__))
-from common import REPO, lfw_dir
-
-sys.path.insert(0, str(REPO))
-from edge.align import KEYPOINT_NAMES, TEMPLATE_FILE, TEMPLATE_SCHEMA, AlignTemplate, FaceAligner
-from edge.detect import BlazeFaceDetector, DetectorOptions
-from edge.embed_cli import read_image_rgb
-from edge.modelstore import DETECTOR, DLIB_RESNET, DLIB_SHAPE5, model_path, spec
+from edge.images import read_image_rgb
+from edge.models.store import DETECTOR, DLIB_RESNET, DLIB_SHAPE5, model_path, spec
+from edge.vision.align import KEYPOINT_NAMES, TEMPLATE_FILE, TEMPLATE_SCHEMA, AlignTemplate, FaceAligner
+from edge.vision.build import detector as load_detector
 
 CHIP = 150
 PADDING = 0.25
@@ -151,7 +147,7 @@ def main() -> int:
     files = sample_images(lfw, "train", args.images + args.holdout, seed=0)
     derive_files, holdout_files = files[: args.images], files[args.images:]
     ref = DlibReference()
-    detector = BlazeFaceDetector(model_path(DETECTOR), DetectorOptions(num_threads=1))
+    detector = load_detector(num_threads=1)
     start = time.monotonic()
 
     pts, n_dlib, n_ours = [], 0, 0

@@ -8,12 +8,8 @@ LFW test people when LFW is present.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(__file__))
 from common import DEFAULT_LFW, REPO, people_of_split
 
 
@@ -25,8 +21,8 @@ def main() -> int:
     import cv2
     import dlib
 
-    from convert.dlib_import import build_keras_model, read_dlib_resnet
-    from edge.modelstore import model_path
+    from convert.dlib_port import build_keras_model, read_dlib_resnet
+    from edge.models.store import model_path
 
     resnet_path = str(model_path("dlib_face_recognition_resnet_model_v1.dat"))
     reference = dlib.face_recognition_model_v1(resnet_path)
@@ -41,7 +37,7 @@ def main() -> int:
 
     sets = {}
     fixture_chips = []
-    for f in sorted((REPO / "tests" / "fixtures").glob("*.[jp][pn]g")):
+    for f in sorted((REPO / "convert" / "portraits").glob("*.[jp][pn]g")):
         chip = chip_of(f)
         fixture_chips += [chip, *dlib.jitter_image(chip, num_jitters=11)]
     sets["fixture portraits + dlib jitter"] = np.stack(fixture_chips)

@@ -10,7 +10,7 @@
     .venv/bin/python benchmarks/edge_targets.py [--bundle out/full/bundle] [--frames 60] [--repeat 3]
 
 Frames: the first photo of LFW `test` people (../shared/data/lfw) placed on a 640x480 doorway the way
-`make demo` does (convert.demo.door_frame: 80% of the frame height, small shifts and rotations); without
+`make demo` does (convert.demo_faces.door_frame: 80% of the frame height, small shifts and rotations); without
 LFW, the two fixture portraits.
 """
 
@@ -26,17 +26,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(__file__))
 from common import DEFAULT_LFW, REPO, people_of_split, table
 
-sys.path.insert(0, str(REPO))
-from convert.bench import time_ours, time_peer
-from convert.demo import door_frame, load_portraits, start_broker
+from convert.bench.scaling import snapshot, time_matches, unit
+from convert.bench.speed import time_ours, time_peer
+from convert.broker import start_broker
+from convert.demo_faces import door_frame, load_portraits
 
 
 def door_frames(n: int, seed: int = 0) -> tuple[list[np.ndarray], str]:
-    from edge.embed_cli import read_image_rgb
+    from edge.images import read_image_rgb
 
     rng = np.random.default_rng(seed)
     if (DEFAULT_LFW / "split.csv").is_file():
@@ -50,21 +49,18 @@ def door_frames(n: int, seed: int = 0) -> tuple[list[np.ndarray], str]:
 
 
 def match_10k(repeat: int) -> dict:
-    import match_bench
-
-    from edge.match import Matcher
+    from edge.identity.match import Matcher
 
     rng = np.random.default_rng(0)
-    ms = match_bench.time_matches(Matcher(match_bench.snapshot(10_000, rng)), match_bench.unit(rng, repeat))
+    ms = time_matches(Matcher(snapshot(10_000, rng)), unit(rng, repeat))
     return {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95))}
 
 
 def service_memory(bundle: Path, frames: list[np.ndarray], seconds: float = 20.0) -> dict:
     """Run `facelock run` on the frames (looped) for `seconds`; its peak resident set (VmHWM) and frames."""
     import cv2
-    import match_bench
 
-    from edge.gallery import Gallery
+    from edge.identity.gallery import Gallery
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -74,7 +70,7 @@ def service_memory(bundle: Path, frames: list[np.ndarray], seconds: float = 20.0
         rng = np.random.default_rng(1)
         with Gallery(tmp / "gallery.db") as g:
             for i in range(200):
-                g.enroll(f"person{i}", match_bench.unit(rng, 5))
+                g.enroll(f"person{i}", unit(rng, 5))
         started = start_broker(tmp / "broker")
         port = started[1] if started else 1
         (tmp / "config.toml").write_text(textwrap.dedent(f"""
@@ -97,7 +93,7 @@ def service_memory(bundle: Path, frames: list[np.ndarray], seconds: float = 20.0
             log_level = "WARNING"
         """))
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(tmp / "config.toml")],
+        proc = subprocess.Popen([sys.executable, "-m", "facelock", "run", "--config", str(tmp / "config.toml")],
                                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         peak = rss = 0
         deadline = time.monotonic() + seconds

@@ -11,28 +11,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(__file__))
 from common import DEFAULT_LFW, REPO, table
+
+from convert.bench.speed import tflite_fn, time_per_chip
 
 
 def aligned_chips(n: int) -> np.ndarray:
     """Real aligned chips through edge's own detector + aligner: LFW when present, else the fixtures."""
-    from edge.align import FaceAligner
-    from edge.detect import BlazeFaceDetector, DetectorOptions
-    from edge.embed_cli import read_image_rgb
-    from edge.modelstore import model_path
+    from edge.images import read_image_rgb
+    from edge.vision.align import FaceAligner
+    from edge.vision.build import detector as load_detector
 
-    detector = BlazeFaceDetector(model_path("face_detection_short_range.tflite"), DetectorOptions())
+    detector = load_detector()
     aligner = FaceAligner()
     if (DEFAULT_LFW / "pairs_view2.csv").is_file():
         files = sorted(DEFAULT_LFW.glob("*/1.jpg"))[: n * 2]
     else:
-        files = sorted((REPO / "tests" / "fixtures").glob("*.[jp][pn]g"))
+        files = sorted((REPO / "convert" / "portraits").glob("*.[jp][pn]g"))
     chips = []
     for f in files:
         image = read_image_rgb(f)
@@ -46,30 +43,12 @@ def aligned_chips(n: int) -> np.ndarray:
     return np.stack(chips)
 
 
-def time_per_chip(fn, chips: np.ndarray, repeat: int) -> np.ndarray:
-    fn(chips[0])  # warm-up: first invoke allocates and packs weights
-    times = []
-    for _ in range(repeat):
-        for chip in chips:
-            start = time.perf_counter()
-            fn(chip)
-            times.append((time.perf_counter() - start) * 1e3)
-    return np.array(times)
-
-
-def tflite_fn(path: str, threads: int):
-    from edge.embed import TFLiteEmbedder
-
-    embedder = TFLiteEmbedder(path, num_threads=threads)
-    return lambda chip: embedder.embed(chip[None])
-
-
 def dlib_fn(threads: int):
     import dlib
 
-    from edge.modelstore import model_path
+    from edge.models.store import DLIB_RESNET, model_path
 
-    model = dlib.face_recognition_model_v1(str(model_path("dlib_face_recognition_resnet_model_v1.dat")))
+    model = dlib.face_recognition_model_v1(str(model_path(DLIB_RESNET)))
     return lambda chip: model.compute_face_descriptor(chip)
 
 

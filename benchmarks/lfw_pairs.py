@@ -20,18 +20,17 @@ import tempfile
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(__file__))
 from common import REPO, lfw_dir, read_pairs, table
 
-from convert.metrics import verification_report
+from convert.bench.peer import run_peer, score_pairs
+from convert.compress.metrics import verification_report
 
 
 def run_ours(lfw, images: list[str], model: str | None, threads: int) -> tuple[dict, list[float]]:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
         fh.write("\n".join(images))
         listing = fh.name
-    cmd = [sys.executable, "-m", "edge", "embed", "--json", "--threads", str(threads),
+    cmd = [sys.executable, "-m", "facelock", "embed", "--json", "--threads", str(threads),
            "--root", str(lfw), "--files-from", listing]
     if model:
         cmd += ["--model", model]
@@ -46,43 +45,6 @@ def run_ours(lfw, images: list[str], model: str | None, threads: int) -> tuple[d
             embeddings[row["file"]] = np.asarray(row["embedding"], dtype=np.float32)
             ms.append(row["ms"])
     return embeddings, ms
-
-
-def run_peer(lfw, images: list[str]) -> tuple[dict, list[float]]:
-    """face_recognition's pipeline, called through dlib-bin directly (the face_recognition package needs a
-    source build of dlib): `face_locations(img, 1, "hog")` is dlib's HOG detector with one upsample, and
-    `face_encodings(img, [box], 1, "small")` is the 5-point predictor + the ResNet without jitter."""
-    import dlib
-    from PIL import Image
-
-    from edge.modelstore import model_path
-
-    detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(str(model_path("shape_predictor_5_face_landmarks.dat")))
-    resnet = dlib.face_recognition_model_v1(str(model_path("dlib_face_recognition_resnet_model_v1.dat")))
-    embeddings, ms = {}, []
-    for i, name in enumerate(images):
-        image = np.asarray(Image.open(lfw / name).convert("RGB"))  # face_recognition decodes with PIL
-        start = time.perf_counter()
-        boxes = detector(image, 1)
-        if len(boxes):
-            largest = max(boxes, key=lambda r: r.area())
-            enc = resnet.compute_face_descriptor(image, predictor(image, largest), 1)
-            ms.append((time.perf_counter() - start) * 1e3)
-            embeddings[name] = np.asarray(enc, dtype=np.float32)
-        if (i + 1) % 500 == 0:
-            print(f"  peer: {i + 1}/{len(images)}", file=sys.stderr, flush=True)
-    return embeddings, ms
-
-
-def score_pairs(pairs, embeddings: dict, kind: str) -> np.ndarray:
-    scores = np.full(len(pairs), -np.inf)
-    for i, p in enumerate(pairs):
-        a, b = embeddings.get(p.a), embeddings.get(p.b)
-        if a is None or b is None:
-            continue
-        scores[i] = float(a @ b) if kind == "cosine" else -float(np.linalg.norm(a - b))
-    return scores
 
 
 def main() -> int:

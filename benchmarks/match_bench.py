@@ -9,48 +9,12 @@ OPENBLAS_NUM_THREADS). Target: 10,000 templates <= 1 ms.
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from edge.gallery import GallerySnapshot
-from edge.match import Matcher, MatchOptions
+from convert.bench.scaling import snapshot, time_matches, unit
+from edge.identity.match import Matcher, MatchOptions
 from edge.types import EMBEDDING_DIM
-
-PER_PERSON = 5
-
-
-def unit(rng: np.random.Generator, n: int) -> np.ndarray:
-    x = rng.standard_normal((n, EMBEDDING_DIM)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def snapshot(n_templates: int, rng: np.random.Generator) -> GallerySnapshot:
-    people = max(1, n_templates // PER_PERSON)
-    offsets = np.minimum(np.arange(people + 1) * PER_PERSON, n_templates)
-    offsets[-1] = n_templates
-    neg_owner = np.repeat(np.arange(0, people, 10), 2)
-    return GallerySnapshot(
-        names=tuple(f"person{i}" for i in range(people)), templates=unit(rng, n_templates),
-        template_offsets=offsets.astype(np.int64), negatives=unit(rng, len(neg_owner)),
-        negative_owner=neg_owner.astype(np.int64), revision=0, dim=EMBEDDING_DIM,
-    )
-
-
-def time_matches(matcher: Matcher, probes: np.ndarray, warmup: int = 10) -> list[float]:
-    """Milliseconds of each `matcher.match(probe)`, after `warmup` untimed ones."""
-    for p in probes[:warmup]:
-        matcher.match(p)
-    ms = []
-    for p in probes:
-        t = time.perf_counter()
-        matcher.match(p)
-        ms.append((time.perf_counter() - t) * 1e3)
-    return ms
 
 
 def main() -> None:

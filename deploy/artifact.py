@@ -4,7 +4,7 @@
         VERSION                 version=, release=, wheel=, created=, commit=
         facelock-<version>-py3-none-any.whl
         bundle/                 the model bundle (manifest.json + .tflite), checked before packing
-        config.toml.example     the config template (installed only where no config exists)
+        config.toml.example     the board's config, generated from the runtime's Options (installed only where no config exists)
         facelock.service        the systemd unit; coral-usb.conf its USB Coral drop-in
         install.sh              the installer (see deploy/install.sh)
         SHA256SUMS              sha256sum format, every file above; install.sh checks it first
@@ -26,13 +26,14 @@ import sys
 import tarfile
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.board_config import board_config, check_config_file
 from deploy.errors import DeployError
-from deploy.paths import CONFIG_TEMPLATE, CORAL_USB_DROPIN, INSTALLER, REPO_DIR, UNIT_FILE
+from deploy.paths import CORAL_USB_DROPIN, INSTALLER, REPO_DIR, UNIT_FILE
+from edge.files import sha256_file
 
 WHEEL_RE = re.compile(r"^facelock-(?P<version>[0-9][^-]*)-[^-]+-[^-]+-[^-]+\.whl$")
 ARTIFACT_RE = re.compile(r"^facelock-deploy-(?P<version>[^/]+)\.tar\.gz$")
@@ -49,13 +50,6 @@ class ArtifactInfo:
     def installer(self) -> str:
         return f"{self.top}/install.sh"
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_wheel(out_dir: Path, repo: Path = REPO_DIR, log: Callable[[str], None] = print) -> Path:
@@ -94,20 +88,12 @@ def build_wheel(out_dir: Path, repo: Path = REPO_DIR, log: Callable[[str], None]
 
 
 def _check_bundle(model_dir: Path) -> Path:
-    from edge.bundle import load_bundle
+    from edge.models.bundle import load_bundle
 
     if not model_dir.exists():
         raise DeployError(f"{model_dir}: no such model bundle (a folder with manifest.json)")
     return load_bundle(model_dir, verify=True).path  # BundleError names the file at fault
 
-
-def _check_config(template: Path) -> None:
-    try:
-        tomllib.loads(template.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DeployError(f"{template}: config template not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise DeployError(f"{template}: not valid TOML ({exc})") from exc
 
 
 def _tarinfo_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -126,8 +112,9 @@ def build_artifact(
 ) -> ArtifactInfo:
     """Build facelock-deploy-<version>.tar.gz. `output` may be a file name or an existing folder."""
     bundle_dir = _check_bundle(Path(model_dir))
-    template = Path(config) if config else CONFIG_TEMPLATE
-    _check_config(template)
+    # The board's config: generated from the runtime's Options, or the user's own file, checked by the
+    # runtime's loader either way.
+    config_text = check_config_file(config) if config else board_config()
     for needed in (INSTALLER, UNIT_FILE):
         if not needed.is_file():
             raise DeployError(f"{needed}: missing from the source checkout")
@@ -149,7 +136,7 @@ def build_artifact(
         stage.mkdir()
         shutil.copy2(wheel_path, stage / wheel_path.name)
         shutil.copytree(bundle_dir, stage / "bundle")
-        shutil.copy2(template, stage / "config.toml.example")
+        (stage / "config.toml.example").write_text(config_text, encoding="utf-8")
         shutil.copy2(UNIT_FILE, stage / "facelock.service")
         if CORAL_USB_DROPIN.is_file():
             shutil.copy2(CORAL_USB_DROPIN, stage / "coral-usb.conf")

@@ -5,7 +5,6 @@ from pathlib import Path
 DEPLOY_DIR = Path(__file__).resolve().parent
 REPO_DIR = DEPLOY_DIR.parent
 INSTALLER = DEPLOY_DIR / "install.sh"
-CONFIG_TEMPLATE = DEPLOY_DIR / "config.template.toml"
 FIRSTBOOT_DIR = DEPLOY_DIR / "firstboot"
 ANSIBLE_DIR = DEPLOY_DIR / "ansible"
 UNIT_FILE = REPO_DIR / "systemd" / "facelock.service"

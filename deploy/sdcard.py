@@ -1,7 +1,7 @@
 """`facelock deploy sdcard IMAGE`: first-boot configuration written into a Raspberry Pi OS image file.
 
-No root, no loop mounts: the MBR partition table is read here, and the FAT boot partition is written with
-mtools at its byte offset (`mcopy -i IMAGE@@OFFSET`). Two first-boot formats:
+No root, no loop mounts: deploy.disk_image reads the MBR partition table and writes the FAT boot partition
+with mtools at its byte offset. Two first-boot formats:
 
 * cloud-init (Raspberry Pi OS based on Trixie): `user-data`, `network-config` (netplan v2), `meta-data`
   on the boot partition; user-data's runcmd stages the facelock payload.
@@ -20,116 +20,21 @@ import os
 import re
 import secrets
 import shutil
-import struct
 import subprocess
-import tempfile
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy.disk_image import SECTOR, FatImage, boot_partition
 from deploy.errors import DeployError
-from deploy.paths import CONFIG_TEMPLATE, FIRSTBOOT_DIR
+from deploy.paths import FIRSTBOOT_DIR
 
-SECTOR = 512
-FAT_TYPES = {0x01, 0x04, 0x06, 0x0B, 0x0C, 0x0E}
 CLOUD_INIT_FILES = {"user-data", "network-config", "meta-data"}
 FIRSTRUN_CMDLINE = "systemd.run=/boot/firmware/firstrun.sh systemd.run_success_action=reboot systemd.unit=kernel-command-line.target"
 HOSTNAME_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-
-
-@dataclass(frozen=True)
-class Partition:
-    index: int  # 1-based
-    type: int
-    start: int  # LBA
-    sectors: int
-
-    @property
-    def offset(self) -> int:
-        return self.start * SECTOR
-
-
-def read_mbr(image: Path) -> list[Partition]:
-    """The four primary MBR entries that are in use."""
-    try:
-        with open(image, "rb") as fh:
-            mbr = fh.read(SECTOR)
-            size = os.fstat(fh.fileno()).st_size
-    except OSError as exc:
-        raise DeployError(f"{image}: cannot read ({exc.strerror})") from exc
-    if len(mbr) < SECTOR or mbr[510:512] != b"\x55\xaa":
-        raise DeployError(
-            f"{image}: no MBR partition table (expected 0x55AA at byte 510); is it a disk image?"
-        )
-    parts = []
-    for i in range(4):
-        entry = mbr[446 + 16 * i : 446 + 16 * (i + 1)]
-        ptype = entry[4]
-        start, sectors = struct.unpack("<II", entry[8:16])
-        if ptype == 0 or sectors == 0:
-            continue
-        if ptype == 0xEE:
-            raise DeployError(f"{image}: GPT disk (protective MBR); Raspberry Pi OS images use an MBR table")
-        if (start + sectors) * SECTOR > size:
-            raise DeployError(
-                f"{image}: partition {i + 1} ends at byte {(start + sectors) * SECTOR}, past the end of the file "
-                f"({size} bytes); truncated image?"
-            )
-        parts.append(Partition(i + 1, ptype, start, sectors))
-    return parts
-
-
-def boot_partition(image: Path) -> Partition:
-    for part in read_mbr(image):
-        if part.type in FAT_TYPES:
-            return part
-    raise DeployError(f"{image}: no FAT partition in the MBR table (types {sorted(FAT_TYPES)})")
-
-
-class FatImage:
-    """A FAT file system at a byte offset in an image file, through mtools."""
-
-    def __init__(self, image: Path, offset: int):
-        if shutil.which("mcopy") is None:
-            raise DeployError("mcopy not found: install mtools (apt-get install mtools)")
-        self.image = image
-        self.target = f"{image}@@{offset}"
-        self.env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "MTOOLS_LOWER_CASE": "0"}
-
-    def _run(self, *args: str, what: str) -> str:
-        proc = subprocess.run(list(args), capture_output=True, text=True, env=self.env, check=False)
-        if proc.returncode != 0:
-            raise DeployError(f"{self.image}: {what} failed: {proc.stderr.strip() or proc.stdout.strip()}")
-        return proc.stdout
-
-    def names(self, folder: str = "") -> set[str]:
-        out = self._run("mdir", "-b", "-i", self.target, f"::/{folder}", what=f"listing /{folder}")
-        return {line.rstrip("/").rsplit("/", 1)[-1] for line in out.splitlines() if line.strip()}
-
-    def read(self, name: str) -> bytes:
-        with tempfile.TemporaryDirectory() as tmp:
-            dst = Path(tmp) / "f"
-            self._run("mcopy", "-n", "-i", self.target, f"::/{name}", str(dst), what=f"reading /{name}")
-            return dst.read_bytes()
-
-    def mkdir(self, name: str) -> None:
-        if name not in self.names():
-            self._run("mmd", "-i", self.target, f"::/{name}", what=f"creating /{name}")
-
-    def put_file(self, src: Path, name: str) -> None:
-        self._run(
-            "mcopy", "-o", "-D", "o", "-i", self.target, str(src), f"::/{name}", what=f"writing /{name}"
-        )
-
-    def write(self, name: str, data: bytes | str) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / "f"
-            src.write_bytes(data.encode() if isinstance(data, str) else data)
-            self.put_file(src, name)
 
 
 def detect_format(fat: FatImage) -> str:
@@ -144,58 +49,6 @@ def detect_format(fat: FatImage) -> str:
         f"{fat.image}: cannot tell the first-boot format (no user-data/network-config/meta-data and no "
         "cmdline.txt on the boot partition); pass --format cloud-init or --format firstrun"
     )
-
-
-# ---- config --------------------------------------------------------------------------------------------
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
-def set_toml_values(text: str, values: dict[tuple[str, str], Any]) -> str:
-    """Set `[section] key = value` in TOML text, keeping comments and everything else; missing keys and
-    sections are appended. The result is parsed to be sure it is still valid TOML."""
-    lines = text.splitlines()
-    pending = dict(values)
-    section = ""
-    section_end: dict[str, int] = {}
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        m = re.match(r"^\[([A-Za-z0-9_.-]+)\]\s*(#.*)?$", stripped)
-        if m:
-            section = m.group(1)
-            section_end[section] = i + 1
-            continue
-        m = re.match(r"^([A-Za-z0-9_-]+)\s*=", stripped)
-        if m:
-            section_end[section] = i + 1
-            key = (section, m.group(1))
-            if key in pending:
-                comment = re.search(r"\s+#[^\"']*$", line)
-                lines[i] = f"{m.group(1)} = {_toml_value(pending.pop(key))}" + (
-                    comment.group(0) if comment else ""
-                )
-    for (sec, key), value in list(pending.items()):
-        if sec in section_end:
-            lines.insert(section_end[sec], f"{key} = {_toml_value(value)}")
-            for s, end in section_end.items():
-                if end >= section_end[sec] and s != sec:
-                    section_end[s] = end + 1
-            section_end[sec] += 1
-        else:
-            lines += ["", f"[{sec}]", f"{key} = {_toml_value(value)}"]
-            section_end[sec] = len(lines)
-    out = "\n".join(lines) + "\n"
-    try:
-        tomllib.loads(out)
-    except tomllib.TOMLDecodeError as exc:
-        raise DeployError(f"config template: setting {sorted(values)} gave invalid TOML ({exc})") from exc
-    return out
 
 
 # ---- settings ------------------------------------------------------------------------------------------
@@ -464,18 +317,9 @@ def provision_image(
     }
 
 
-def render_config(
-    template: Path | None,
-    device_id: str,
-    mqtt: dict[str, Any],
-) -> str:
-    template = template or CONFIG_TEMPLATE
-    try:
-        text = template.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DeployError(f"{template}: cannot read the config template ({exc.strerror})") from exc
-    values: dict[tuple[str, str], Any] = {("device", "id"): device_id}
-    for key, value in mqtt.items():
-        if value is not None:
-            values[("mqtt", key)] = value
-    return set_toml_values(text, values)
+def render_config(template_text: str | None, device_id: str, mqtt: dict[str, Any]) -> str:
+    """The board's config.toml for this card: the artifact's (or the user's) config, with the device id and
+    the broker settings given on the command line; generated and checked with the runtime's own loader."""
+    from deploy.board_config import board_config
+
+    return board_config({"mqtt": {"device_id": device_id, **mqtt}}, base=template_text)

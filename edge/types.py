@@ -74,3 +74,21 @@ class StageTimes:
     @property
     def total(self) -> float:
         return self.detect + self.align + self.embed + self.match + sum(self.extra.values())
+
+
+# Embedding spaces. A model and its pruned or int8 versions embed into one space, named
+# `space:<model name>@<12 hex of sha256 over its float weights>` (convert.keras_embedder.embedding_space);
+# bundles and gallery templates record it, so templates from another embedder are never compared.
+SPACE_PREFIX = "space:"
+
+
+def is_space_id(model: str) -> bool:
+    """True for a recorded embedding-space id (`space:<model>@<hash>`), False for '' or older free text."""
+    return model.startswith(SPACE_PREFIX)
+
+
+def utc_now() -> str:
+    """Now as UTC ISO-8601 with `Z`, to the second (stored times; MQTT messages use milliseconds)."""
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -10,7 +10,7 @@ import pytest
 from mqtt_broker import broker  # noqa: F401  (the real Mosquitto fixture, for every test module)
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "convert" / "portraits"  # shipped in the wheel for the demo
 LFW = Path(os.environ.get("FACELOCK_LFW", REPO.parent / "shared" / "data" / "lfw"))
 PORTRAITS = ("astronaut.png", "grace_hopper.jpg")
 
@@ -21,8 +21,8 @@ def models_dir() -> Path:
     that fails is a test failure, not a skip: `make test` fetches first, so failing here means the fetch
     itself is broken."""
     from convert.errors import FetchError
-    from convert.models import fetch_models
-    from edge.modelstore import models_dir as default_dir
+    from convert.fetch import fetch_models
+    from edge.models.store import models_dir as default_dir
 
     folder = default_dir()
     try:
@@ -34,7 +34,7 @@ def models_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def detector_path(models_dir) -> Path:
-    from edge.modelstore import DETECTOR, model_path
+    from edge.models.store import DETECTOR, model_path
 
     return model_path(DETECTOR, directory=models_dir)
 
@@ -68,12 +68,12 @@ def lfw_dir() -> Path:
 def keras_model_path(models_dir) -> Path:
     """The Keras port of dlib's ResNet (`facelock models build`), built once if the folder lacks it."""
     pytest.importorskip("tf_keras", reason="building the Keras embedder needs the [convert] extra")
-    from convert.models_cli import KERAS_EMBEDDER
+    from facelock.commands.models import KERAS_EMBEDDER
 
     path = models_dir / KERAS_EMBEDDER
     if not path.is_file():
-        from convert.dlib_import import build_keras_embedder
-        from edge.modelstore import DLIB_RESNET, model_path
+        from convert.dlib_port import build_keras_embedder
+        from edge.models.store import DLIB_RESNET, model_path
 
         build_keras_embedder(model_path(DLIB_RESNET, directory=models_dir), path)
     return path
@@ -84,8 +84,8 @@ def quick_bundle(tmp_path_factory, portraits, keras_model_path):
     """A real int8 bundle from `facelock convert --quick` on the embedded demo faces (50% sparsity):
     (ConvertOptions, report). Built once per session; about a minute."""
     pytest.importorskip("tensorflow_model_optimization", reason="convert needs the [convert] extra")
-    from convert.demo import PEOPLE, write_demo_faces
-    from convert.pipeline import ConvertOptions, run_convert
+    from convert.compress.run import ConvertOptions, run_convert
+    from convert.demo_faces import PEOPLE, write_demo_faces
 
     root = tmp_path_factory.mktemp("convert")
     data = root / "faces"

@@ -7,8 +7,9 @@ link, one every `interval` seconds, printing each index once it is stored; then 
 import sys
 import time
 
-from edge.mqtt import MqttLink, MqttOptions, RecognitionEvent
-from edge.outbox import Outbox, OutboxOptions
+from edge.mqtt.link import MqttLink, MqttOptions
+from edge.mqtt.messages import RecognitionEvent
+from edge.mqtt.outbox import Outbox, OutboxOptions
 
 
 def main() -> int:

@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from edge.align import (
+from edge.errors import ConfigError
+from edge.types import CHIP_SIZE, Face, Keypoint
+from edge.vision.align import (
     TEMPLATE_FILE,
     AlignOptions,
     AlignTemplate,
@@ -18,9 +20,7 @@ from edge.align import (
     pyramid_levels,
     transform_points,
 )
-from edge.detect import BlazeFaceDetector, DetectorOptions
-from edge.errors import ConfigError
-from edge.types import CHIP_SIZE, Face, Keypoint
+from edge.vision.detect import BlazeFaceDetector, DetectorOptions
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_face_outside_the_frame_gives_a_black_chip(aligner):
 @pytest.fixture(scope="module")
 def dlib_reference(models_dir):
     dlib = pytest.importorskip("dlib", reason="dlib-bin (the [dev] extra) is the reference")
-    from edge.modelstore import DLIB_RESNET, DLIB_SHAPE5, model_path
+    from edge.models.store import DLIB_RESNET, DLIB_SHAPE5, model_path
 
     return (dlib, dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model_path(DLIB_SHAPE5))),
             dlib.face_recognition_model_v1(str(model_path(DLIB_RESNET))))
@@ -207,7 +207,7 @@ def test_chips_agree_with_dlibs_own_on_the_portraits(dlib_reference, detector, a
 def test_chips_agree_with_dlibs_own_on_lfw_test_people(dlib_reference, detector, aligner, lfw_dir):
     import csv
 
-    from edge.embed_cli import read_image_rgb
+    from edge.images import read_image_rgb
 
     with open(lfw_dir / "split.csv", newline="") as fh:
         people = sorted(r["name"] for r in csv.DictReader(fh) if r["split"] == "test")

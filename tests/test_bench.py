@@ -19,7 +19,7 @@ PLOTS = ("roc.png", "cost_curve.png", "match_scaling.png")
 
 def _facelock(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "facelock", *args], capture_output=True, text=True, cwd=REPO,
                           env=env, timeout=timeout, check=False)
 
 
@@ -80,7 +80,7 @@ def test_quick_bench_writes_every_section_and_plot(tmp_path, models_dir, keras_m
         assert w >= 300 and h >= 200, f"{name}: {w}x{h}"
 
     # The MAC counter agrees with the arithmetic on the peak model it built (56x56x256 -> 256, 3x3).
-    from convert.bench import count_macs
+    from convert.bench.merit import count_macs
 
     assert count_macs(work / "peak_conv3x3_int8.tflite")["macs"] == 56 * 56 * 256 * 256 * 9
 

@@ -6,8 +6,8 @@ from typing import Literal
 
 import pytest
 
-from edge.config import EXAMPLE_PATH, build_options, load_config, render_example
 from edge.errors import ConfigError
+from edge.service.config import EXAMPLE_PATH, build_options, load_config, render_example
 
 
 def _write(tmp_path, text: str):
@@ -18,7 +18,7 @@ def _write(tmp_path, text: str):
 
 def test_example_matches_dataclasses():
     assert EXAMPLE_PATH.read_text() == render_example(), \
-        "edge/config.example.toml is stale: run python -c 'from edge.config import write_example; write_example()'"
+        "edge/config.example.toml is stale: run python -c 'from edge.service.config import write_example; write_example()'"
 
 
 def test_example_loads_with_defaults():

@@ -12,9 +12,10 @@ import pytest
 
 pytest.importorskip("tensorflow_model_optimization", reason="convert needs the [convert] extra")
 
-from convert.pipeline import ConvertOptions, run_convert
-from edge.bundle import SCHEMA, load_bundle
+from convert.compress.run import ConvertOptions, run_convert
 from edge.errors import BundleError
+from edge.models.bundle import SCHEMA, load_bundle
+from edge.vision.build import bundle_embedder
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +41,12 @@ def test_bundle_is_int8_pruned_and_small(converted):
 def test_bundle_shares_the_embedding_space_of_its_source_model(converted, keras_model_path):
     """A gallery enrolled with the float model matches with the int8 bundle made from it, and the
     gallery can tell both from an unrelated embedder."""
-    from convert.embedders import KerasEmbedder
+    from convert.keras_embedder import KerasEmbedder
 
     opts, _ = converted
     space = load_bundle(opts.out).space
     assert space.startswith("space:dlib_resnet_v1@") and space == KerasEmbedder(keras_model_path).space
-    assert load_bundle(opts.out).embedder(num_threads=1).space == space
+    assert bundle_embedder(load_bundle(opts.out), num_threads=1).space == space
 
 
 def test_int8_agrees_with_float_and_separates_people(converted):
@@ -56,13 +57,13 @@ def test_int8_agrees_with_float_and_separates_people(converted):
 
 
 def test_embed_cli_runs_the_bundle(converted, fixtures_dir, keras_model_path):
-    from convert.embedders import KerasEmbedder
-    from edge.embed import load_pipeline_components
-    from edge.embed_cli import ImageEmbedder, read_image_rgb
+    from convert.keras_embedder import KerasEmbedder
+    from edge.vision.build import load_pipeline_components
+    from facelock.commands.embed import ImageEmbedder, read_image_rgb
 
     opts, _ = converted
     proc = subprocess.run(
-        [sys.executable, "-m", "edge", "embed", "--json", "--model", str(opts.out),
+        [sys.executable, "-m", "facelock", "embed", "--json", "--model", str(opts.out),
          str(fixtures_dir / "astronaut.png"), str(fixtures_dir / "grace_hopper.jpg")],
         capture_output=True, text=True, timeout=120, check=False,
     )
@@ -109,11 +110,11 @@ def test_too_few_faces_is_a_clear_error(tmp_path, keras_model_path, fixtures_dir
 
 
 def test_quantization_aware_finetune_keeps_sparsity(converted, portraits, tmp_path):
-    from convert.dlib_import import load_keras_model
-    from convert.edgetpu import check_edgetpu
-    from convert.prune import PruneOptions, quantization_aware_finetune
-    from convert.quantize import to_tflite_int8
-    from edge.embed import TFLiteEmbedder
+    from convert.compress.edgetpu import check_edgetpu
+    from convert.compress.prune import PruneOptions, quantization_aware_finetune
+    from convert.compress.quantize import to_tflite_int8
+    from convert.dlib_port import load_keras_model
+    from edge.vision.embed import TFLiteEmbedder
 
     opts, _ = converted
     pruned = load_keras_model(opts.workdir / "pruned.keras")

@@ -2,9 +2,9 @@
 
 import pytest
 
-from edge.decide import LOCKOUT, UNLOCK_ALLOWED, DecideOptions, Decider, Outcome
 from edge.errors import ConfigError
-from edge.match import Match
+from edge.identity.decide import LOCKOUT, UNLOCK_ALLOWED, DecideOptions, Decider, Outcome
+from edge.identity.match import Match
 
 OPTS = DecideOptions(threshold=0.8, margin=0.05, k=3, n=5, window_s=3.0, cooldown_s=10.0, attempt_gap_s=2.0,
                      attempt_max_s=10.0, min_attempt_frames=2, lockout_failures=3, lockout_window_s=300.0,

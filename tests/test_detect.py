@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.detect import (
+from edge.errors import ImageError, ModelError
+from edge.types import Keypoint
+from edge.vision.detect import (
     NUM_ANCHORS,
     BlazeFaceDetector,
     DetectorOptions,
@@ -14,8 +16,6 @@ from edge.detect import (
     ssd_anchors,
     weighted_nms,
 )
-from edge.errors import ImageError, ModelError
-from edge.types import Keypoint
 
 # Where the faces are in the fixtures; dlib's HOG detector, an independent reference, puts them at
 # (175, 76)-(265, 166) and (180, 139)-(366, 325).
@@ -183,7 +183,7 @@ def test_truncated_or_foreign_model_is_a_model_error(detector_path, tmp_path):
 
 
 def test_interpreter_wrapper_runs_and_checks_inputs(detector_path):
-    from edge.interpreter import load_interpreter
+    from edge.vision.interpreter import load_interpreter
 
     model = load_interpreter(detector_path, num_threads=1)
     assert model.backend in ("ai_edge_litert", "tflite_runtime", "tensorflow") and model.delegate is None
@@ -196,13 +196,13 @@ def test_interpreter_wrapper_runs_and_checks_inputs(detector_path):
 def test_missing_edgetpu_falls_back_or_refuses(detector_path, caplog, monkeypatch):
     import ctypes
 
-    from edge import interpreter
+    from edge.vision import interpreter
 
     def no_library(name):
         raise OSError(f"{name}: cannot open shared object file")
 
     monkeypatch.setattr(ctypes, "CDLL", no_library)
-    with caplog.at_level("WARNING", logger="edge.interpreter"):
+    with caplog.at_level("WARNING", logger="edge.vision.interpreter"):
         model = interpreter.load_interpreter(detector_path, edgetpu=True)
     assert model.delegate is None and "running on the CPU" in caplog.text
     with pytest.raises(ModelError, match="libedgetpu"):
@@ -212,7 +212,7 @@ def test_missing_edgetpu_falls_back_or_refuses(detector_path, caplog, monkeypatc
 def test_no_runtime_at_all_is_a_clear_model_error(detector_path, monkeypatch):
     import importlib
 
-    from edge import interpreter
+    from edge.vision import interpreter
 
     def no_module(name, *args, **kwargs):
         raise ImportError(name)

@@ -6,9 +6,10 @@ import json
 
 from mqtt_broker import Subscriber
 
-from edge.discovery import Discovery, DiscoveryOptions, discovery_messages
-from edge.mqtt import MqttLink, MqttOptions, Topics
-from edge.outbox import Outbox, OutboxOptions
+from edge.mqtt.discovery import Discovery, DiscoveryOptions, discovery_messages
+from edge.mqtt.link import MqttLink, MqttOptions
+from edge.mqtt.messages import Topics
+from edge.mqtt.outbox import Outbox, OutboxOptions
 
 
 def test_messages_without_and_with_lock():

@@ -7,7 +7,7 @@ import pytest
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin (the [dev] extra) is the reference implementation")
 
-from convert.dlib_import import build_keras_model, read_dlib_resnet
+from convert.dlib_port import build_keras_model, read_dlib_resnet
 from edge.errors import ModelError
 
 TOLERANCE = 1e-4

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from mqtt_broker import Subscriber
 
-from convert.demo import FIXTURES, PEOPLE, load_portraits, write_door_frames
+from convert.demo_faces import FIXTURES, PEOPLE, load_portraits, write_door_frames
 
 REPO = Path(__file__).resolve().parents[1]
 TOTAL = 500
@@ -31,7 +31,7 @@ class LockProcess:
 
     def __init__(self, config: Path):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", "facelock", "run", "--config", str(config)], cwd=REPO,
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.ids: list[str] = []
         self.tail: list[str] = []
@@ -89,7 +89,7 @@ def _config(path: Path, frames: Path, gallery: Path, outbox: Path, port: int, bu
 def test_500_recognitions_survive_broker_restarts_and_a_sigkill(quick_bundle, broker, tmp_path):
     opts, _ = quick_bundle
     gallery = tmp_path / "gallery.db"
-    enrolled = subprocess.run([sys.executable, "-m", "edge", "enroll", "eileen_collins",
+    enrolled = subprocess.run([sys.executable, "-m", "facelock", "enroll", "eileen_collins",
                                str(FIXTURES / PEOPLE["eileen_collins"]), "--gallery", str(gallery),
                                "--model", str(opts.out)], cwd=REPO, capture_output=True, text=True, check=False)
     assert enrolled.returncode == 0, enrolled.stderr[-2000:]

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 from mqtt_broker import Subscriber
 
-from convert.demo import FIXTURES, PEOPLE, load_portraits, write_door_frames
+from convert.demo_faces import FIXTURES, PEOPLE, load_portraits, write_door_frames
 
 # Runs a facelock command with TensorFlow, tf_keras and keras unimportable, then proves none was loaded.
 NO_TENSORFLOW = textwrap.dedent("""
@@ -23,7 +23,7 @@ NO_TENSORFLOW = textwrap.dedent("""
             if name.split(".")[0] in BLOCKED:
                 raise ImportError(f"{name} is blocked: the edge path must not need it")
     sys.meta_path.insert(0, Block())
-    from edge.cli import main
+    from facelock.cli import main
     rc = main(sys.argv[1:])
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     print("TENSORFLOW_MODULES", loaded, file=sys.stderr)

@@ -7,9 +7,11 @@ import sqlite3
 import numpy as np
 import pytest
 
-from edge.cli import main
 from edge.errors import GalleryError
-from edge.gallery import EXPORT_SCHEMA, Gallery, validate_name
+from edge.identity.gallery import Gallery
+from edge.identity.transfer import EXPORT_SCHEMA
+from edge.names import validate_name
+from facelock.cli import main
 
 DIM = 128
 
@@ -222,7 +224,7 @@ def test_people_list_does_not_create_a_gallery(tmp_path, capsys):
 
 
 def test_snapshot_leaves_out_templates_of_another_embedding_space(tmp_path, caplog):
-    from edge.match import Matcher
+    from edge.identity.match import Matcher
 
     mine, other = "space:dlib_resnet_v1@aaaaaaaaaaaa", "space:some_other_net@bbbbbbbbbbbb"
     with Gallery(tmp_path / "g.db") as g:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from edge.errors import GalleryError
-from edge.gallery import Gallery, GallerySnapshot
-from edge.match import NO_MATCH, Matcher, MatchOptions
+from edge.identity.gallery import Gallery
+from edge.identity.match import NO_MATCH, Matcher, MatchOptions
+from edge.identity.templates import GallerySnapshot
 
 DIM = 128
 

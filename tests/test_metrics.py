@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from convert.metrics import (
+from convert.compress.metrics import (
     auc,
     best_accuracy,
     eer,

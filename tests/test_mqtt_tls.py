@@ -11,8 +11,9 @@ import time
 import pytest
 from mqtt_broker import MOSQUITTO, Broker
 
-from edge.mqtt import MqttLink, MqttOptions, RecognitionEvent
-from edge.outbox import Outbox, OutboxOptions
+from edge.mqtt.link import MqttLink, MqttOptions
+from edge.mqtt.messages import RecognitionEvent
+from edge.mqtt.outbox import Outbox, OutboxOptions
 
 PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 pytestmark = pytest.mark.skipif(MOSQUITTO is None or shutil.which("openssl") is None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge.errors import ConfigError
-from edge.outbox import Outbox, OutboxError, OutboxOptions
+from edge.mqtt.outbox import Outbox, OutboxError, OutboxOptions
 
 
 def _box(tmp_path, **kw) -> Outbox:

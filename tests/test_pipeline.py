@@ -5,15 +5,15 @@ import cv2
 import numpy as np
 import pytest
 
-import edge.embed
-from edge.cli import main
-from edge.decide import DecideOptions, Decider, Outcome
+import edge.vision.build
 from edge.errors import NoFaceError
-from edge.gallery import Gallery
-from edge.match import Matcher
-from edge.pipeline import FacePipeline
-from edge.quality import TOO_SMALL, QualityGate
+from edge.identity.decide import DecideOptions, Decider, Outcome
+from edge.identity.gallery import Gallery
+from edge.identity.match import Matcher
 from edge.types import CHIP_SIZE, AlignedFace, Face
+from edge.vision.pipeline import FacePipeline
+from edge.vision.quality import TOO_SMALL, QualityGate
+from facelock.cli import main
 
 
 class FakeDetector:
@@ -128,7 +128,7 @@ def fake_models(monkeypatch):
         calls.append(model)
         return FakeDetector(), FakeAligner(), FakeEmbedder()
 
-    monkeypatch.setattr(edge.embed, "load_pipeline_components", load)
+    monkeypatch.setattr(edge.vision.build, "load_pipeline_components", load)
     return calls
 
 
@@ -192,9 +192,9 @@ def test_enroll_cli_camera_from_folder(tmp_path, fake_models, capsys):
 def test_real_detector_and_aligner_on_portraits(detector_path, portraits):
     """The real BlazeFace and aligner on the fixture portraits: each is one good, frontal face; two side by
     side are refused for enrolment; a heavily blurred one fails the sharpness gate."""
-    from edge.align import FaceAligner
-    from edge.detect import BlazeFaceDetector
-    from edge.quality import BLURRY
+    from edge.vision.align import FaceAligner
+    from edge.vision.detect import BlazeFaceDetector
+    from edge.vision.quality import BLURRY
 
     p = FacePipeline(BlazeFaceDetector(detector_path), FaceAligner(), FakeEmbedder(), QualityGate())
     for image in portraits:

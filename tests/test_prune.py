@@ -16,8 +16,8 @@ pytest.importorskip("tensorflow_model_optimization", reason="pruning needs the [
 
 SCRIPT = textwrap.dedent("""
     import sys, numpy as np, convert
-    from convert.dlib_import import load_keras_model
-    from convert.prune import PruneOptions, prune_by_distillation, overall_sparsity
+    from convert.dlib_port import load_keras_model
+    from convert.compress.prune import PruneOptions, prune_by_distillation, overall_sparsity
     chips = np.load(sys.argv[2])
     model = load_keras_model(sys.argv[1])
     opts = PruneOptions(target_sparsity=0.5, epochs=3, batch_size=8, checkpoint_every=2)

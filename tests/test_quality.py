@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.quality import (
+from edge.types import Face
+from edge.vision.quality import (
     BLURRY,
     EYES_TOO_CLOSE,
     OUTSIDE_FRAME,
@@ -18,7 +19,6 @@ from edge.quality import (
     head_pose,
     select_subject,
 )
-from edge.types import Face
 
 # A head in centimetres: x to the image's right, y down, z toward the camera. Right eye = subject's right.
 HEAD = np.array([

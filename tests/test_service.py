@@ -13,11 +13,12 @@ import time
 import numpy as np
 from mqtt_broker import Subscriber
 
-from edge.config import default_config
-from edge.gallery import Gallery
-from edge.outbox import Outbox
-from edge.service import Service, sd_notify
-from edge.sources import Frame
+from edge.device.sources import Frame
+from edge.device.systemd import sd_notify
+from edge.identity.gallery import Gallery
+from edge.mqtt.outbox import Outbox
+from edge.service.config import default_config
+from edge.service.loop import Service
 from edge.types import CHIP_SIZE, AlignedFace, Face
 
 DIM = 8
@@ -88,7 +89,7 @@ def _config(tmp_path, port, **mqtt):
 def _relay(config):
     from gpiozero.pins.mock import MockFactory
 
-    from edge.actuator import Relay
+    from edge.device.relay import Relay
 
     factory = MockFactory()
     return Relay(config.relay, pin_factory=factory), factory.pin(config.relay.pin)
@@ -148,7 +149,7 @@ def test_state_follows_the_relay_locking_again_on_its_own(broker, tmp_path):
 def test_relay_times_out():
     from gpiozero.pins.mock import MockFactory
 
-    from edge.actuator import Relay, RelayOptions
+    from edge.device.relay import Relay, RelayOptions
 
     factory = MockFactory()
     relay = Relay(RelayOptions(enabled=True, pin=5, unlock_s=0.2), pin_factory=factory)
@@ -173,7 +174,7 @@ def test_commands_remove_unknown_and_known(broker, tmp_path):
     thread.start()
     try:
         deadline = time.monotonic() + 10
-        while not (hasattr(service, "link") and service.link.connected) and time.monotonic() < deadline:
+        while not (service.link is not None and service.link.connected) and time.monotonic() < deadline:
             time.sleep(0.05)
         sub.publish("facelock/svc/cmd/remove", b'{"name": "mallory", "id": "1"}')
         sub.publish("facelock/svc/cmd/remove", b'{"name": 7}')
@@ -252,7 +253,7 @@ def test_sd_notify_without_socket(monkeypatch):
 
 
 def test_run_cli_check(tmp_path, capsys):
-    from edge.cli import main
+    from facelock.cli import main
 
     assert main(["run", "--print-example"]) == 0
     assert "[mqtt]" in capsys.readouterr().out

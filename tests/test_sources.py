@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.device.sources import FolderSource, OpenCVSource, SourceOptions, open_source, picamera_to_rgb
 from edge.errors import SourceError
-from edge.sources import FolderSource, OpenCVSource, SourceOptions, open_source, picamera_to_rgb
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
@@ -32,7 +32,7 @@ def folder(tmp_path):
 
 
 def test_folder_replay_skips_corrupt_images(folder, caplog):
-    caplog.set_level(logging.WARNING, logger="edge.sources")
+    caplog.set_level(logging.WARNING, logger="edge.device.sources")
     with open_source(SourceOptions(uri=str(folder), fps=0)) as src:
         assert isinstance(src, FolderSource)
         frames = list(src.frames())

@@ -65,7 +65,7 @@ def wheel2(wheel, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def model_bundle(tmp_path_factory) -> Path:
     """A schema-valid model bundle with stand-in model files (the installer never runs them)."""
-    from edge.bundle import write_manifest
+    from edge.models.bundle import write_manifest
 
     folder = tmp_path_factory.mktemp("bundle")
     (folder / "detector.tflite").write_bytes(b"TFL3 stand-in detector")

@@ -44,7 +44,7 @@ def test_artifact_contents_and_checksums(artifact, wheel, tmp_path):
 
 
 def test_bundle_cli_refuses_a_broken_model(model_bundle, wheel, tmp_path, capsys):
-    from edge.cli import main
+    from facelock.cli import main
 
     broken = tmp_path / "model"
     shutil.copytree(model_bundle, broken)

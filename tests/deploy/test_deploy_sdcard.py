@@ -103,7 +103,7 @@ def ssh_key(tmp_path) -> Path:
 
 
 def run_cli(*argv: str) -> int:
-    from edge.cli import main
+    from facelock.cli import main
 
     return main(["deploy", "sdcard", *argv])
 
@@ -143,7 +143,7 @@ def test_cloud_init_image(tmp_path, ssh_key, artifact, capsys):
     config = tomllib.loads(read_back(image, "facelock/config.toml").decode())
     assert config["mqtt"]["host"] == "broker.lan" and config["mqtt"]["port"] == 8883
     assert config["mqtt"]["username"] == "lock" and config["mqtt"]["password"] == "s3cret"
-    assert config["device"]["id"] == "frontdoor"
+    assert config["mqtt"]["device_id"] == "frontdoor"
     assert read_back(image, f"facelock/{artifact.path.name}") == artifact.path.read_bytes()
     firstboot = read_back(image, "facelock/firstboot.sh")
     subprocess.run(["bash", "-n"], input=firstboot, check=True)
@@ -217,7 +217,7 @@ def test_refusals(tmp_path, ssh_key):
 
 
 def test_mbr_reader(tmp_path):
-    from deploy.sdcard import boot_partition, read_mbr
+    from deploy.disk_image import boot_partition, read_mbr
 
     image = make_image(tmp_path / "x.img", {})
     parts = read_mbr(image)
@@ -229,15 +229,19 @@ def test_mbr_reader(tmp_path):
         read_mbr(image)
 
 
-def test_set_toml_values_keeps_comments():
-    from deploy.sdcard import set_toml_values
+def test_sdcard_config_is_the_runtime_schema_with_the_card_settings(tmp_path):
+    from deploy.sdcard import render_config
+    from edge.service.config import load_config
 
-    text = '# top\n[mqtt]\nhost = "localhost"   # the broker\nport = 1883\n\n[device]\nid = "x"\n'
-    out = set_toml_values(text, {("mqtt", "host"): 'we"ird', ("mqtt", "tls"): True, ("camera", "width"): 640})
-    data = tomllib.loads(out)
-    assert data["mqtt"] == {"host": 'we"ird', "port": 1883, "tls": True}
-    assert data["device"]["id"] == "x" and data["camera"]["width"] == 640
-    assert "# the broker" in out and out.startswith("# top")
+    users = '[mqtt]\nhost = "old.lan"\nkeepalive_s = 30\n\n[decide]\nk = 2\n'
+    text = render_config(users, "porch", {"host": 'we"ird', "tls": True, "port": None})
+    (tmp_path / "config.toml").write_text(text)
+    config = load_config(tmp_path / "config.toml")  # what `facelock run --check` does on the board
+    assert config.mqtt.host == 'we"ird' and config.mqtt.tls is True and config.mqtt.device_id == "porch"
+    assert config.mqtt.keepalive_s == 30 and config.decide.k == 2  # the user's own values survive
+    assert config.mqtt.port == 1883 and config.gallery.path == "/var/lib/facelock/gallery.db"
+    with pytest.raises(DeployError, match="unknown section"):
+        render_config("[device]\nid = \"x\"\n", "porch", {})
 
 
 CLOUD_INIT = shutil.which("cloud-init")

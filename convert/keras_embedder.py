@@ -1,0 +1,61 @@
+"""The Keras model behind edge's `Embedder` interface, so the workstation runs the same pipeline code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from convert.dlib_port import load_keras_model
+from edge.vision.embed import check_chips, l2_normalize
+
+
+def embedding_space(model) -> str:
+    """`space:<model name>@<12 hex of sha256 over its weights>`: the id of the space a float model embeds
+    into. Bundles made from it by `facelock convert` carry the same id (pruning and int8 are distilled and
+    calibrated to stay in it), so templates enrolled with any of them match with the others."""
+    import hashlib
+
+    from edge.types import SPACE_PREFIX
+
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
+    return f"{SPACE_PREFIX}{model.name}@{digest.hexdigest()[:12]}"
+
+
+class KerasEmbedder:
+    """Float Keras embedder. The model takes RGB pixels in [0, 255] (normalisation is inside it)."""
+
+    def __init__(self, model_path: str | os.PathLike, batch_size: int = 32):
+        import tensorflow as tf
+
+        self.model_path = Path(model_path)
+        self.model = load_keras_model(self.model_path)
+        self.batch_size = batch_size
+        self.name = f"keras:{self.model_path.name}"
+        self.space = embedding_space(self.model)
+        # One traced graph: calling the model eagerly per chip costs more than the network itself.
+        self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+
+    def raw(self, chips: np.ndarray) -> np.ndarray:
+        """Un-normalised outputs (dlib's descriptor for the dlib port)."""
+        chips = check_chips(chips)
+        outs = [
+            self._forward(chips[i:i + self.batch_size].astype(np.float32)).numpy()
+            for i in range(0, len(chips), self.batch_size)
+        ]
+        return np.concatenate(outs).astype(np.float32)
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        return l2_normalize(self.raw(chips))
+
+
+def _register() -> None:
+    from edge.vision.build import register_embedder_loader
+
+    register_embedder_loader((".keras", ".h5"), KerasEmbedder)
+
+
+_register()  # importing this module (the workstation does, through facelock.cli) teaches edge `.keras`

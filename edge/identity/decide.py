@@ -1,0 +1,294 @@
+"""From per-frame matches to unlock decisions: voting over frames, cooldown, and lockout with back-off.
+
+Feed `Decider.update(match, now)` once per frame, with `now` from the monotonic clock and `match` None when
+the frame had no usable face (none found, or the subject failed the quality gates).
+
+**Votes.** A frame votes for person P when P is the match, its cosine >= `threshold`, and its margin
+(ahead of the runner-up and of P's own negative examples, see edge.identity.match) >= `margin`; otherwise it votes
+for nobody. P is accepted when P has `k` votes among the last `n` face frames, all within `window_s`
+seconds. One lucky frame never opens the door; a face that wavers between two people never does either.
+
+**Attempt.** An attempt is a run of frames with a usable face. It begins at the first such frame and ends:
+- with an accept (success);
+- when no usable face has been seen for `attempt_gap_s` seconds (the person left or turned away), or when
+  it has lasted `attempt_max_s` without an accept (someone standing in front of the lock keeps spending
+  attempts) — a failure, reported once as a REJECT decision, provided it held at least
+  `min_attempt_frames` face frames (a single stray frame is noise, not an attempt).
+
+**Cooldown.** After P is accepted, frames voting for P are ignored for `cooldown_s` (P is still in front of
+the door; that is neither a new unlock nor a failed attempt). Other faces are decided as usual.
+
+**Lockout.** `lockout_failures` failed attempts within `lockout_window_s` lock the decider for `lockout_s`;
+every frame then gives LOCKED_OUT, whoever it shows (the owner uses a key). Back-off grows: after a
+lockout, each further failed attempt locks again, for `lockout_s * lockout_growth ** level` (capped at
+`lockout_max_s`), until an accept or `lockout_reset_s` seconds without a failure resets the level. An
+accept also forgets earlier failures. Decisions carry `LockoutEvent`s: "lockout" when one starts,
+"unlock_allowed" on the first frame after it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from edge.identity.match import Match
+from edge.options import check
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(str, Enum):
+    IDLE = "idle"  # no face and no attempt under way
+    PENDING = "pending"  # an attempt is under way, not decided yet (or a face in cooldown)
+    ACCEPT = "accept"  # open for `person`
+    REJECT = "reject"  # an attempt ended without an accept
+    LOCKED_OUT = "locked_out"  # too many failures: nothing is accepted until `retry_after_s` has passed
+
+
+LOCKOUT = "lockout"
+UNLOCK_ALLOWED = "unlock_allowed"
+
+
+@dataclass(frozen=True)
+class DecideOptions:
+    """When a face opens the lock, and how failed attempts are limited."""
+
+    threshold: float = 0.82
+    """Smallest cosine that counts as a vote (the bundle's operating threshold; dlib's 0.6 distance)."""
+    margin: float = 0.05
+    """How far the best person's cosine must be ahead of the runner-up and of their negative examples."""
+    k: int = 3
+    """Votes for one person needed to accept ..."""
+    n: int = 5
+    """... among this many most recent frames with a usable face ..."""
+    window_s: float = 3.0
+    """... all within this many seconds."""
+    cooldown_s: float = 10.0
+    """After accepting a person, ignore frames voting for them for this many seconds."""
+    attempt_gap_s: float = 2.0
+    """An attempt ends (failed) when no usable face has been seen for this many seconds."""
+    attempt_max_s: float = 10.0
+    """An attempt that lasts this long without an accept ends as failed, and a new one begins."""
+    min_attempt_frames: int = 2
+    """Attempts with fewer face frames than this are ignored rather than counted as failures."""
+    lockout_failures: int = 5
+    """Failed attempts within `lockout_window_s` that trigger a lockout."""
+    lockout_window_s: float = 300.0
+    """Window, in seconds, over which failed attempts are counted."""
+    lockout_s: float = 30.0
+    """Length of the first lockout, in seconds."""
+    lockout_growth: float = 2.0
+    """Each further lockout (before the level resets) lasts this many times longer."""
+    lockout_max_s: float = 900.0
+    """Longest lockout, in seconds."""
+    lockout_reset_s: float = 3600.0
+    """Seconds without a failed attempt after which back-off starts again from `lockout_s`."""
+
+    def validate(self) -> DecideOptions:
+        """Raise ConfigError naming the first field out of range."""
+        return check("decide", self, [
+            ("threshold", -1.0 <= self.threshold <= 1.0, "a cosine in [-1, 1]"),
+            ("margin", 0.0 <= self.margin < 2.0, "in [0, 2)"),
+            ("k", 1 <= self.k <= self.n, f"between 1 and n ({self.n})"),
+            ("n", self.n >= 1, ">= 1"),
+            ("window_s", self.window_s > 0, "> 0"),
+            ("cooldown_s", self.cooldown_s >= 0, ">= 0"),
+            ("attempt_gap_s", self.attempt_gap_s > 0, "> 0"),
+            ("attempt_max_s", self.attempt_max_s > 0, "> 0"),
+            ("min_attempt_frames", self.min_attempt_frames >= 1, ">= 1"),
+            ("lockout_failures", self.lockout_failures >= 1, ">= 1"),
+            ("lockout_window_s", self.lockout_window_s > 0, "> 0"),
+            ("lockout_s", self.lockout_s >= 0, ">= 0"),
+            ("lockout_growth", self.lockout_growth >= 1.0, ">= 1"),
+            ("lockout_max_s", self.lockout_max_s >= self.lockout_s, f">= lockout_s ({self.lockout_s})"),
+            ("lockout_reset_s", self.lockout_reset_s > 0, "> 0"),
+        ])
+
+
+@dataclass(frozen=True)
+class LockoutEvent:
+    kind: str  # LOCKOUT or UNLOCK_ALLOWED
+    time: float  # monotonic seconds
+    until: float  # when the lockout ends (for UNLOCK_ALLOWED: when it ended)
+    duration_s: float
+    level: int  # 1 for the first lockout, 2 for the next (longer) one, ...
+    failures: int  # failed attempts that led to it
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    time: float  # the frame's monotonic timestamp
+    person: str | None = None  # ACCEPT: who; REJECT/PENDING: best candidate seen (may be below threshold)
+    score: float | None = None  # ACCEPT: mean cosine of the votes; else the best cosine seen
+    reason: str = ""
+    events: tuple[LockoutEvent, ...] = ()
+    retry_after_s: float = 0.0  # LOCKED_OUT (or a REJECT that started a lockout): seconds until allowed
+    attempt_frames: int = 0  # face frames in the attempt this decision is about
+
+
+class Decider:
+    """`update(match, now)` -> Decision, once per frame. Not thread-safe: one frame loop owns it."""
+
+    def __init__(self, options: DecideOptions | None = None):
+        self.options = (options or DecideOptions()).validate()
+        self._last_now = float("-inf")
+        self._votes: deque[tuple[float, str | None, float]] = deque(maxlen=self.options.n)
+        self._attempt_start: float | None = None
+        self._attempt_last: float = 0.0
+        self._attempt_frames = 0
+        self._attempt_best: tuple[str | None, float] = (None, -1.0)
+        self._cooldown: dict[str, float] = {}
+        self._failures: deque[float] = deque()
+        self._last_failure: float | None = None
+        self._locked_until: float | None = None
+        self._lock_started = 0.0
+        self._level = 0
+
+    # -- state for the service (state topic, stats) ------------------------------------------------------
+
+    @property
+    def locked_until(self) -> float | None:
+        return self._locked_until
+
+    @property
+    def lockout_level(self) -> int:
+        return self._level
+
+    @property
+    def recent_failures(self) -> int:
+        return len(self._failures)
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    def _reset_attempt(self) -> None:
+        self._votes.clear()
+        self._attempt_start = None
+        self._attempt_frames = 0
+        self._attempt_best = (None, -1.0)
+
+    def _fail_attempt(self, now: float, why: str) -> Decision | None:
+        """End the attempt under way as failed; the REJECT (None if it was too short to count)."""
+        o = self.options
+        frames, (best, best_score) = self._attempt_frames, self._attempt_best
+        self._reset_attempt()
+        if frames < o.min_attempt_frames:
+            return None
+        self._failures.append(now)
+        self._last_failure = now
+        while self._failures and self._failures[0] <= now - o.lockout_window_s:
+            self._failures.popleft()
+        events: tuple[LockoutEvent, ...] = ()
+        retry = 0.0
+        if (self._level == 0 and len(self._failures) >= o.lockout_failures) or self._level > 0:
+            duration = min(o.lockout_s * o.lockout_growth ** self._level, o.lockout_max_s)
+            self._level += 1
+            self._locked_until = now + duration
+            self._lock_started = now
+            events = (LockoutEvent(LOCKOUT, now, now + duration, duration, self._level, len(self._failures)),)
+            log.warning("lockout %d for %.0f s after %d failed attempts", self._level, duration,
+                        len(self._failures))
+            self._failures.clear()
+            retry = duration
+        shown = f"best {best} {best_score:.3f}" if best else "no candidate"
+        return Decision(Outcome.REJECT, now, best, best_score if best else None,
+                        f"attempt failed: {why} ({shown})", events, retry, frames)
+
+    # -- the one main method -----------------------------------------------------------------------------
+
+    def update(self, match: Match | None, now: float) -> Decision:
+        """Decide on one frame. `match` None: no usable face in this frame. `now`: monotonic seconds
+        (a timestamp earlier than the previous one is treated as equal to it)."""
+        o = self.options
+        if now < self._last_now:
+            log.debug("decider: time went back %.3f s; using the previous timestamp", self._last_now - now)
+            now = self._last_now
+        self._last_now = now
+        events: list[LockoutEvent] = []
+
+        if self._locked_until is not None:
+            if now < self._locked_until:
+                self._reset_attempt()
+                left = self._locked_until - now
+                return Decision(Outcome.LOCKED_OUT, now, reason=f"locked out (level {self._level}); "
+                                f"retry in {left:.0f} s", retry_after_s=left)
+            events.append(LockoutEvent(UNLOCK_ALLOWED, now, self._locked_until,
+                                       self._locked_until - self._lock_started, self._level, 0))
+            self._locked_until = None
+        if self._level and self._last_failure is not None and now - self._last_failure >= o.lockout_reset_s:
+            self._level = 0
+
+        ended: Decision | None = None
+        if self._attempt_start is not None:
+            if now - self._attempt_last > o.attempt_gap_s:
+                ended = self._fail_attempt(now, f"no usable face for {now - self._attempt_last:.1f} s")
+            elif now - self._attempt_start >= o.attempt_max_s:
+                ended = self._fail_attempt(now, f"no accept within {o.attempt_max_s:g} s")
+        if ended is not None and self._locked_until is not None:
+            return _with_events(ended, events)  # that failure started a lockout: this frame is not used
+
+        decision = self._frame(match, now)
+        if ended is not None and decision.outcome is not Outcome.ACCEPT:
+            return _with_events(ended, events)  # this frame (if it has a face) counts toward the next attempt
+        return _with_events(decision, events)
+
+    def _frame(self, match: Match | None, now: float) -> Decision:
+        o = self.options
+        if match is None:
+            if self._attempt_start is None:
+                return Decision(Outcome.IDLE, now, reason="no face")
+            best, score = self._attempt_best_or_none()
+            return Decision(Outcome.PENDING, now, best, score, "no usable face this frame",
+                            attempt_frames=self._attempt_frames)
+        vote: str | None = None
+        if match.person is None:
+            why = "vetoed by negative examples: " + ", ".join(match.vetoed) if match.vetoed else "no candidate"
+        elif match.score < o.threshold:
+            why = f"{match.person} {match.score:.3f} below threshold {o.threshold:g}"
+        elif match.margin < o.margin:
+            rival = match.runner_up if match.runner_up_score >= match.negative_score else "a negative example"
+            why = f"{match.person} {match.score:.3f} too close to {rival} (margin {match.margin:.3f} < {o.margin:g})"
+        else:
+            vote = match.person
+            why = ""
+        if vote is not None and self._cooldown.get(vote, float("-inf")) > now:
+            left = self._cooldown[vote] - now
+            return Decision(Outcome.PENDING, now, vote, match.score,
+                            f"{vote} accepted recently (cooldown {left:.0f} s)")
+
+        if self._attempt_start is None:
+            self._attempt_start = now
+        self._attempt_last = now
+        self._attempt_frames += 1
+        if match.person is not None and match.score > self._attempt_best[1]:
+            self._attempt_best = (match.person, match.score)
+        self._votes.append((now, vote, match.score))
+        recent = [(t, p, s) for t, p, s in self._votes if t > now - o.window_s]
+        if vote is not None:
+            scores = [s for _, p, s in recent if p == vote]
+            if len(scores) >= o.k:
+                frames = self._attempt_frames
+                self._reset_attempt()
+                self._cooldown = {p: t for p, t in self._cooldown.items() if t > now}  # forget expired ones
+                self._cooldown[vote] = now + o.cooldown_s
+                self._failures.clear()
+                self._level = 0
+                return Decision(Outcome.ACCEPT, now, vote, sum(scores) / len(scores),
+                                f"{vote}: {len(scores)} of the last {len(recent)} frames", attempt_frames=frames)
+            why = f"{vote}: {len(scores)}/{o.k} votes"
+        return Decision(Outcome.PENDING, now, match.person, match.score if match.person else None, why,
+                        attempt_frames=self._attempt_frames)
+
+    def _attempt_best_or_none(self) -> tuple[str | None, float | None]:
+        best, score = self._attempt_best
+        return (best, score) if best is not None else (None, None)
+
+
+def _with_events(decision: Decision, events: list[LockoutEvent]) -> Decision:
+    if not events:
+        return decision
+    from dataclasses import replace
+
+    return replace(decision, events=tuple(events) + decision.events)

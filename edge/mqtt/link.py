@@ -1,0 +1,352 @@
+"""The lock's MQTT connection: events (through the durable outbox), availability, state, stats, and commands.
+
+What is published where, and in which format, is edge.mqtt.messages; which commands are accepted and how
+they are checked, edge.mqtt.commands; Home Assistant discovery, edge.mqtt.discovery.
+
+Events go to the `Outbox` first; a sender thread publishes what is waiting, in order, at most
+`max_inflight` at a time, and deletes each on its PUBACK. On every (re)connect the whole backlog is sent
+again from the oldest, so nothing waits on paho's in-memory queue (duplicates are possible, losses not).
+
+Commands (only with `commands = true`) are validated by `parse_command` and queued as `Command`s for the
+service loop, which executes them in its own thread and answers with `reply()`. Anything malformed is
+logged in one line and answered with an error; nothing a client sends can raise out of the network thread.
+Other topics can be subscribed to with `subscriptions` (topic -> handler), as discovery does for Home
+Assistant's status topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ConfigError
+from edge.mqtt.commands import Command, CommandRejected, parse_command
+from edge.mqtt.messages import (
+    OFFLINE,
+    ONLINE,
+    RecognitionEvent,
+    Topics,
+    reply_payload,
+    state_payload,
+    stats_payload,
+)
+from edge.mqtt.outbox import Outbox
+from edge.options import check
+
+log = logging.getLogger(__name__)
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class MqttOptions:
+    """The broker, the device's topics, and the commands it accepts."""
+
+    host: str = "localhost"
+    """Broker host name or address."""
+    port: int = 1883
+    """Broker port (8883 is usual with TLS)."""
+    device_id: str = "door"
+    """This lock's id in topics and Home Assistant ids: 1-64 of A-Z a-z 0-9 _ -."""
+    base_topic: str = "facelock"
+    """Topics are <base_topic>/<device_id>/..."""
+    client_id: str = ""
+    """MQTT client id; empty: facelock-<device_id>."""
+    username: str = ""
+    """User name; empty: connect anonymously."""
+    password: str = ""
+    """Password (prefer password_file, which keeps it out of the config)."""
+    password_file: str = ""
+    """File whose first line is the password."""
+    tls: bool = False
+    """Connect with TLS."""
+    ca_file: str = ""
+    """CA certificate(s) to verify the broker with; empty: the system's."""
+    cert_file: str = ""
+    """Client certificate for mutual TLS (optional)."""
+    key_file: str = ""
+    """Private key of cert_file."""
+    tls_insecure: bool = False
+    """Do not check the broker's host name against its certificate (test setups only)."""
+    keepalive_s: int = 30
+    """Seconds between keep-alive pings; the broker sends the last will after 1.5 times this."""
+    reconnect_min_s: float = 1.0
+    """First delay before reconnecting; doubles on each failure ..."""
+    reconnect_max_s: float = 60.0
+    """... up to this many seconds."""
+    max_inflight: int = 20
+    """Events published and not yet acknowledged, at most."""
+    stats_interval_s: float = 60.0
+    """Seconds between stats messages (0: none)."""
+    commands: bool = False
+    """Accept commands under <base_topic>/<device_id>/cmd/ (reload, enroll, remove, lock)."""
+    max_command_bytes: int = 4096
+    """Larger command payloads are refused unread."""
+
+    def validate(self) -> MqttOptions:
+        return check("mqtt", self, [
+            ("host", bool(self.host.strip()), "a host name or address"),
+            ("port", 0 < self.port < 65536, "1-65535"),
+            ("device_id", bool(ID_PATTERN.match(self.device_id)), "1-64 characters of A-Z a-z 0-9 _ -"),
+            ("base_topic", bool(self.base_topic) and not any(c in self.base_topic for c in "#+")
+             and not self.base_topic.startswith("/") and not self.base_topic.endswith("/"),
+             "a topic prefix without wildcards or leading/trailing '/'"),
+            ("keepalive_s", 5 <= self.keepalive_s <= 3600, "5-3600"),
+            ("reconnect_min_s", self.reconnect_min_s > 0, "> 0"),
+            ("reconnect_max_s", self.reconnect_max_s >= self.reconnect_min_s, ">= reconnect_min_s"),
+            ("max_inflight", 1 <= self.max_inflight <= 1000, "1-1000"),
+            ("stats_interval_s", self.stats_interval_s >= 0, ">= 0"),
+            ("max_command_bytes", 64 <= self.max_command_bytes <= 1 << 20, "64-1048576"),
+            ("key_file", not self.key_file or bool(self.cert_file), "only together with cert_file"),
+            ("password", not (self.password and self.password_file), "either password or password_file"),
+        ])
+
+
+class MqttLink:
+    """The lock's MQTT connection. `start()` connects in the background (and keeps reconnecting);
+    `publish_event` stores in the outbox and returns at once; `close()` flushes and says `offline`."""
+
+    def __init__(self, options: MqttOptions, outbox: Outbox):
+        self.options = options.validate()
+        self.outbox = outbox
+        self.topics = Topics.of(options.base_topic, options.device_id)
+        self.commands: queue.Queue[Command] = queue.Queue(maxsize=32)
+        self.on_connected: list[Callable[[], None]] = []  # called in the network thread after each connect
+        # further topics subscribed to on each connect: topic -> handler(payload), called in the network thread
+        self.subscriptions: dict[str, Callable[[bytes], None]] = {}
+        self._connected = threading.Event()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._generation = 0
+        self._state: bytes | None = None
+        self._client = self._make_client()
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-outbox", daemon=True)
+
+    # -- setup -----------------------------------------------------------------------------------------------
+
+    def _make_client(self):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        o = self.options
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=o.client_id or f"facelock-{o.device_id}",
+                             clean_session=True, protocol=mqtt.MQTTv311)
+        if o.username:
+            password = o.password or None
+            if o.password_file:
+                try:
+                    password = Path(o.password_file).read_text(encoding="utf-8").splitlines()[0].strip()
+                except (OSError, IndexError) as exc:
+                    raise ConfigError(f"mqtt.password_file = {o.password_file!r}: cannot read a password "
+                                      f"({exc})") from exc
+            client.username_pw_set(o.username, password)
+        if o.tls:
+            import ssl
+
+            try:
+                client.tls_set(ca_certs=o.ca_file or None, certfile=o.cert_file or None,
+                               keyfile=o.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigError(f"mqtt TLS files (ca_file {o.ca_file!r}, cert_file {o.cert_file!r}): {exc}") \
+                    from exc
+            client.tls_insecure_set(o.tls_insecure)
+        client.will_set(self.topics.availability, OFFLINE, qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=max(1, round(o.reconnect_min_s)), max_delay=round(o.reconnect_max_s))
+        client.max_inflight_messages_set(o.max_inflight)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> MqttLink:
+        o = self.options
+        log.info("mqtt: connecting to %s:%d as %s (tls %s)", o.host, o.port, o.client_id or f"facelock-{o.device_id}",
+                 "on" if o.tls else "off")
+        self._client.connect_async(o.host, o.port, keepalive=o.keepalive_s)
+        self._client.loop_start()
+        self._sender.start()
+        return self
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    # -- paho callbacks (network thread): never raise ---------------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("mqtt: broker %s:%d refused the connection: %s", self.options.host, self.options.port,
+                        reason_code)
+            return
+        log.info("mqtt: connected to %s:%d", self.options.host, self.options.port)
+        client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
+        self._generation += 1  # the sender sends the whole backlog again on this connection
+        self._connected.set()
+        if self.options.commands:
+            client.subscribe(self.topics.commands, qos=1)
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=1)
+        for hook in self.on_connected:
+            try:
+                hook()
+            except Exception:  # a hook must not break the connection
+                log.exception("mqtt: on-connect hook failed")
+        if self._state is not None:
+            client.publish(self.topics.state, self._state, qos=1, retain=True)
+        self._wake.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        if was and not self._stop.is_set():
+            log.warning("mqtt: disconnected from %s:%d (%s); reconnecting", self.options.host, self.options.port,
+                        reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._acks.put(mid)
+        self._wake.set()
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            self._handle_message(message.topic, bytes(message.payload), bool(message.retain))
+        except Exception:  # a message must never kill the network thread
+            log.exception("mqtt: failed to handle a message on %s", message.topic)
+
+    def _handle_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        handler = self.subscriptions.get(topic)
+        if handler is not None:
+            handler(payload)
+            return
+        prefix = self.topics.command("")
+        if not topic.startswith(prefix):
+            return
+        name = topic[len(prefix):]
+        try:
+            command = parse_command(name, payload, self.options.max_command_bytes, retained)
+        except CommandRejected as exc:
+            log.warning("mqtt: command on %s refused (%d bytes): %s", topic, len(payload), exc)
+            self.reply(name[:32], None, ok=False, error=str(exc))
+            return
+        try:
+            self.commands.put_nowait(command)
+        except queue.Full:
+            log.warning("mqtt: command %s refused: too many commands waiting", name)
+            self.reply(name, command.request_id, ok=False, error="busy: too many commands waiting")
+            return
+        log.info("mqtt: command %s queued", name)
+
+    # -- publishing ----------------------------------------------------------------------------------------------
+
+    def publish_event(self, event: RecognitionEvent) -> str:
+        """Store the event in the outbox (durably) and have it sent; returns its id."""
+        self.outbox.put(event.id, self.topics.event, event.to_json(), qos=1)
+        self._wake.set()
+        return event.id
+
+    def publish_state(self, state: dict[str, Any]) -> None:
+        """Retained state; kept and re-published after every reconnect."""
+        self._state = state_payload(state)
+        self.republish_state()
+
+    def republish_state(self) -> None:
+        """The last state again, if there is one (after a subscriber that keeps it, Home Assistant, restarted)."""
+        if self._state is not None and self.connected:
+            self._client.publish(self.topics.state, self._state, qos=1, retain=True)
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        if self.connected:
+            self._client.publish(self.topics.stats, stats_payload(stats), qos=0)
+
+    def publish_raw(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> None:
+        """A direct publish (discovery configs): sent now if connected, else dropped (re-sent on connect)."""
+        if self.connected:
+            self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def reply(self, command: str, request_id: str | None, ok: bool, error: str = "",
+              result: dict[str, Any] | None = None) -> None:
+        self.publish_raw(self.topics.reply, reply_payload(command, request_id, ok, error, result), qos=1)
+
+    # -- the outbox sender ------------------------------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        inflight: dict[int, int] = {}  # mid -> seq
+        sent_upto = 0
+        generation = -1
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            try:
+                while True:
+                    mid = self._acks.get_nowait()
+                    seq = inflight.pop(mid, None)
+                    if seq is not None:
+                        self.outbox.ack(seq)
+            except queue.Empty:
+                pass
+            if not self._connected.is_set():
+                continue
+            if generation != self._generation:  # a new connection: send the whole backlog again, in order
+                generation = self._generation
+                inflight.clear()
+                sent_upto = 0
+            room = self.options.max_inflight - len(inflight)
+            if room <= 0:
+                continue
+            try:
+                entries = self.outbox.pending(limit=room, after_seq=sent_upto)
+            except Exception:  # keep the sender alive; the rows stay for the next try
+                log.exception("mqtt: cannot read the outbox")
+                continue
+            for entry in entries:
+                if not self._connected.is_set():
+                    break
+                info = self._client.publish(entry.topic, entry.payload, qos=entry.qos, retain=False)
+                if info.rc != 0:
+                    break  # not connected after all: the next connection sends it
+                inflight[info.mid] = entry.seq
+                sent_upto = entry.seq
+            if entries and len(entries) == room:
+                self._wake.set()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the outbox is empty (every event acknowledged); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while len(self.outbox):
+            if time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            time.sleep(0.05)
+        return True
+
+    def close(self, flush_timeout: float = 5.0) -> None:
+        """Flush the outbox (up to `flush_timeout` s), publish `offline`, disconnect."""
+        # Waits for a reconnect too: a SIGTERM that lands while the broker is coming back (or the link is
+        # still in its reconnect back-off) must not leave the backlog behind when a second would deliver it.
+        flushed = self.flush(flush_timeout)
+        if not flushed:
+            log.warning("mqtt: %d events still in the outbox; they are sent at the next start", len(self.outbox))
+        if self.connected:
+            try:
+                info = self._client.publish(self.topics.availability, OFFLINE, qos=1, retain=True)
+                info.wait_for_publish(timeout=2.0)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("mqtt: could not publish offline: %s", exc)
+        self._stop.set()
+        self._wake.set()
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._sender.is_alive():
+            self._sender.join(timeout=2.0)
+        log.info("mqtt: closed")

@@ -1,0 +1,132 @@
+"""What the lock publishes over MQTT: the topics and the payload formats (the one place that defines them).
+
+Topics, all under `<base_topic>/<device_id>/` (default `facelock/<device_id>/`):
+
+- `event`         QoS 1, never retained: one JSON `RecognitionEvent` per decision worth telling
+                  (schema "facelock.event/1", unique `id`; delivery is at-least-once, drop duplicates by id).
+- `availability`  retained `online`; the last will (and a clean shutdown) sets `offline`.
+- `state`         retained JSON (schema "facelock.state/1"): lock state, last person, lockout, gallery size.
+- `stats`         QoS 0 every `stats_interval_s`: fps, per-stage latency p50/p95, backend, outbox size.
+- `cmd/<name>`    commands, only when `commands = true` (off by default): `reload`, `enroll`, `remove`,
+                  and `lock` (plain LOCK / UNLOCK / OPEN, for Home Assistant's lock entity); see
+                  edge.mqtt.commands.
+- `reply`         one JSON reply per command (schema "facelock.reply/1"), ok or the error.
+
+Every JSON payload carries its `schema` and a UTC `time` (ISO-8601 with milliseconds and `Z`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+EVENT_SCHEMA = "facelock.event/1"
+STATE_SCHEMA = "facelock.state/1"
+STATS_SCHEMA = "facelock.stats/1"
+REPLY_SCHEMA = "facelock.reply/1"
+ONLINE, OFFLINE = "online", "offline"
+
+
+def utc_now() -> str:
+    """UTC ISO-8601 with milliseconds and `Z`."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def compact(payload: dict[str, Any]) -> str:
+    """JSON without spaces, as every payload is sent."""
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def state_payload(state: dict[str, Any]) -> bytes:
+    """The retained `state` message."""
+    return compact({"schema": STATE_SCHEMA, "time": utc_now(), **state}).encode()
+
+
+def stats_payload(stats: dict[str, Any]) -> str:
+    """A `stats` message."""
+    return compact({"schema": STATS_SCHEMA, "time": utc_now(), **stats})
+
+
+def reply_payload(command: str, request_id: str | None, ok: bool, error: str = "",
+                  result: dict[str, Any] | None = None) -> str:
+    """The `reply` to one command: `id` echoes the request's, `error` when refused or failed."""
+    payload: dict[str, Any] = {"schema": REPLY_SCHEMA, "time": utc_now(), "command": command, "ok": ok}
+    if request_id is not None:
+        payload["id"] = request_id
+    if error:
+        payload["error"] = error
+    if result:
+        payload["result"] = result
+    return compact(payload)
+
+
+@dataclass(frozen=True)
+class Topics:
+    base: str  # facelock/<device_id>
+
+    @classmethod
+    def of(cls, base_topic: str, device_id: str) -> Topics:
+        return cls(f"{base_topic}/{device_id}")
+
+    @property
+    def event(self) -> str:
+        return f"{self.base}/event"
+
+    @property
+    def availability(self) -> str:
+        return f"{self.base}/availability"
+
+    @property
+    def state(self) -> str:
+        return f"{self.base}/state"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.base}/stats"
+
+    @property
+    def reply(self) -> str:
+        return f"{self.base}/reply"
+
+    @property
+    def commands(self) -> str:
+        return f"{self.base}/cmd/#"
+
+    def command(self, name: str) -> str:
+        return f"{self.base}/cmd/{name}"
+
+
+@dataclass(frozen=True)
+class RecognitionEvent:
+    """One event message. `event_type`: recognized | unknown | rejected | lockout | unlock_allowed
+    (Home Assistant's event entity uses it); `person` is a name or "unknown"."""
+
+    event_type: str
+    person: str
+    decision: str
+    score: float | None = None
+    latency_ms: float | None = None
+    reason: str = ""
+    candidate: str | None = None  # best guess below the bar, for rejects
+    retry_after_s: float | None = None
+    device: str = ""
+    id: str = field(default_factory=new_event_id)
+    time: str = field(default_factory=utc_now)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"schema": EVENT_SCHEMA, **asdict(self)}
+        if d["score"] is not None:
+            d["score"] = round(d["score"], 4)
+        if d["latency_ms"] is not None:
+            d["latency_ms"] = round(d["latency_ms"], 1)
+        return {k: v for k, v in d.items() if v is not None}
+
+    def to_json(self) -> bytes:
+        return compact(self.to_dict()).encode()

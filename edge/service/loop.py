@@ -1,0 +1,322 @@
+"""The service on the lock: source -> pipeline -> match -> decide -> relay -> outbox -> MQTT.
+
+`Service(config).run()` runs until the source ends (an image folder without `loop`), `max_frames` is
+reached, or SIGTERM/SIGINT arrives. Then it finishes the frame, flushes the outbox (up to
+`shutdown_flush_s`), publishes `offline`, releases the relay, and returns 0.
+
+Robustness: a frame that makes any stage raise is logged (one line) and skipped; a source that fails is
+reopened after `source_retry_s`; commands are executed in this loop's thread, between frames, and any error
+becomes an error reply. systemd: READY=1 once running, WATCHDOG=1 every half of $WATCHDOG_USEC from the
+loop (after each frame, and while waiting to reopen a failed source), so only a loop that is stuck gets
+restarted; STOPPING=1 on shutdown (`edge.device.systemd`).
+
+This module composes the stages and runs the loop; the jobs it hands out live next to it: the config
+sections of its own in `edge.service.options`, executing commands (and the `enroll` that spans frames) in
+`edge.service.commands`, the events it reports in `edge.service.events`, the stats in `edge.service.stats`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.device.relay import NoRelay, open_relay
+from edge.device.sources import open_source
+from edge.device.systemd import sd_notify, watchdog_interval
+from edge.errors import FacelockError
+from edge.identity.decide import DecideOptions, Decider, Outcome
+from edge.identity.gallery import Gallery
+from edge.identity.match import Matcher
+from edge.models.bundle import Bundle, load_bundle
+from edge.mqtt.discovery import Discovery
+from edge.mqtt.link import MqttLink
+from edge.mqtt.outbox import Outbox
+from edge.service.commands import Commands
+from edge.service.events import Events
+from edge.service.options import ServiceOptions
+from edge.service.stats import StageStats, stage_dict
+from edge.vision.build import Stages, bundle_stages, load_pipeline_components
+from edge.vision.pipeline import FacePipeline
+from edge.vision.quality import QualityGate
+
+log = logging.getLogger(__name__)
+
+
+def is_bundle(path: Path) -> bool:
+    """A model bundle (folder or archive) rather than a bare embedder file, judged the way
+    `edge.vision.build.load_pipeline_components` judges it."""
+    return path.is_dir() or path.name.endswith((".tar.gz", ".tgz"))
+
+
+class Service:
+    """Builds every stage from a `Config` and runs the loop. Seams for tests: `components` (detector,
+    aligner, embedder) instead of loading the model; `source_factory`; `relay`.
+
+    The stages are built when `run()` starts, not here, so a `Service` can be made (and its config checked)
+    without loading a model or opening the gallery; until then they are None."""
+
+    def __init__(self, config, components: Stages | tuple | None = None,
+                 source_factory: Callable[[Any], Any] | None = None, relay=None, install_signals: bool = True):
+        self.config = config
+        self.options: ServiceOptions = config.service
+        self._components = components
+        self._source_factory = source_factory
+        self._relay = relay
+        self._install_signals = install_signals
+        self.stopping = False
+        self.stats = StageStats()
+        self.last_person = "nobody"
+        self.last_decision = "none"
+        self.backend = "unknown"
+        # Built by `_build` when run() starts:
+        self.gallery: Gallery | None = None
+        self.matcher: Matcher | None = None
+        self.pipeline: FacePipeline | None = None
+        self.decider: Decider | None = None
+        self.relay = None
+        self.has_lock = False
+        self.outbox: Outbox | None = None
+        self.link: MqttLink | None = None
+        self.events: Events | None = None
+        self.commands: Commands | None = None
+        self.discovery: Discovery | None = None
+        # The loop's clocks (monotonic seconds): the watchdog period (None: no watchdog), when the watchdog,
+        # the stats and the state were last sent, and the lock state last published.
+        self._watchdog: float | None = None
+        self._last_watchdog = self._last_stats = self._state_at = 0.0
+        self._published_unlocked = False
+
+    # -- construction ----------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        c = self.config
+        stages, bundle = self._load_model()
+        detector, aligner, embedder = stages
+        self.backend = _describe_backend(embedder)
+        self.gallery = Gallery(c.gallery.path or None)
+        self.matcher = Matcher(self.gallery, c.match, space=getattr(embedder, "space", ""))
+        self.pipeline = FacePipeline(detector, aligner, embedder, QualityGate(c.quality), self.matcher)
+        self.decider = Decider(self._decide_options(bundle))
+        self.relay = self._relay if self._relay is not None else open_relay(c.relay)
+        self.has_lock = not isinstance(self.relay, NoRelay)
+        self.outbox = Outbox(c.outbox)
+        self.link = MqttLink(c.mqtt, self.outbox)
+        self.events = Events(self.link, self.stats, c.mqtt.device_id)
+        self.commands = Commands(self.options, self.link, self.gallery, self.matcher, self.relay, self.has_lock,
+                                 self.pipeline.quality.options.min_face_px, self._publish_state)
+        self.discovery = Discovery(c.homeassistant, self.link, self.has_lock).attach()
+
+    def _load_model(self) -> tuple[Stages | tuple, Bundle | None]:
+        """The detector, aligner and embedder, and the bundle they came from (None for a bare model). The
+        bundle is opened, and its checksums verified, once: the stages and the threshold come from the same
+        copy. `[detector]` goes to the detector; `[model] num_threads` to every interpreter."""
+        model = self.config.model
+        bundle = None
+        if model.path and is_bundle(Path(model.path)):
+            # With stages handed in (tests) the bundle is read for its threshold only: no need to verify.
+            bundle = load_bundle(model.path, verify=self._components is None)
+        if self._components is not None:
+            return self._components, bundle
+        if bundle is not None:
+            return bundle_stages(bundle, model.num_threads, self.config.detector), bundle
+        stages = load_pipeline_components(model.path or None, num_threads=model.num_threads,
+                                          detector_options=self.config.detector)
+        return stages, None
+
+    def _decide_options(self, bundle: Bundle | None) -> DecideOptions:
+        """`[decide]`, with the bundle's threshold unless the config sets one: the bundle's was chosen on
+        its own model's scores (at the target false-accept rate), and no default fits every model."""
+        decide = self.config.decide
+        if bundle is None or self.config.is_set("decide", "threshold"):
+            return decide
+        threshold = bundle.threshold.cosine
+        log.info("decide: threshold %.4f from the bundle", threshold)
+        return replace(decide, threshold=threshold)
+
+    def _open_source(self):
+        if self._source_factory is not None:
+            return self._source_factory(self.config.source)
+        return open_source(self.config.source)
+
+    # -- state ------------------------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The retained state message (Home Assistant's lock and sensors read it)."""
+        locked_until = self.decider.locked_until
+        enrolment = self.commands.enrolment
+        return {"lock": "UNLOCKED" if self.relay.is_unlocked else "LOCKED", "last_person": self.last_person,
+                "last_decision": self.last_decision,
+                "locked_out": locked_until is not None and locked_until > time.monotonic(),
+                "people": len(self.matcher.names), "enrolling": enrolment.name if enrolment else None,
+                # people enrolled with another embedder: left out of matching until enrolled again
+                "stale_people": list(self.matcher.snapshot.ignored),
+                "backend": self.backend}
+
+    def _publish_state(self) -> None:
+        state = self.state()
+        self.link.publish_state(state)
+        self._state_at = time.monotonic()
+        self._published_unlocked = state["lock"] == "UNLOCKED"
+
+    # -- run ---------------------------------------------------------------------------------------------------
+
+    def _on_signal(self, signum, frame) -> None:
+        if not self.stopping:
+            log.info("service: %s received; finishing the frame and stopping", signal.Signals(signum).name)
+        self.stopping = True
+
+    def run(self) -> int:
+        logging.getLogger().setLevel(self.options.log_level.upper())
+        if self._install_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        self._build()
+        self.link.start()
+        self._publish_state()
+        log.info("service: running (device %s, backend %s, %d people, relay %s)", self.config.mqtt.device_id,
+                 self.backend, len(self.matcher.names), "on" if self.has_lock else "off")
+        sd_notify("READY=1\nSTATUS=running")
+        self._watchdog = watchdog_interval()
+        self._last_watchdog = self._last_stats = time.monotonic()
+        try:
+            while not self.stopping:
+                try:
+                    source = self._open_source()
+                except FacelockError as exc:
+                    log.error("service: cannot open the source: %s; retrying in %.0f s", exc,
+                              self.options.source_retry_s)
+                    self._sleep(self.options.source_retry_s)
+                    continue
+                ended = False
+                try:
+                    frames = source.frames()
+                    while not self.stopping:
+                        try:
+                            frame = next(frames)
+                        except StopIteration:
+                            ended = True
+                            break
+                        self._frame(frame)
+                        self._heartbeat()
+                        if self.options.max_frames and self.stats.frames + self.stats.bad_frames \
+                                >= self.options.max_frames:
+                            ended = True
+                            break
+                except FacelockError as exc:
+                    log.error("service: source failed: %s; reopening in %.0f s", exc, self.options.source_retry_s)
+                    self._sleep(self.options.source_retry_s)
+                finally:
+                    try:
+                        source.close()
+                    except Exception as exc:  # noqa: BLE001 -- a source that fails to close is already done with
+                        log.debug("service: closing the source: %s", exc)
+                if ended:
+                    log.info("service: source ended")
+                    break
+        finally:
+            self._shutdown()
+        return 0
+
+    def _heartbeat(self) -> None:
+        """The periodic duties of a live loop: the systemd watchdog, stats and the retained state. Called
+        after every frame and while waiting for a failed source, so a missing camera does not look like a
+        hung process to systemd (restarting would not bring the camera back; MQTT keeps reporting)."""
+        now = time.monotonic()
+        if self._watchdog and now - self._last_watchdog >= self._watchdog:
+            sd_notify("WATCHDOG=1")
+            self._last_watchdog = now
+        stats_every = self.config.mqtt.stats_interval_s
+        if stats_every and now - self._last_stats >= stats_every:
+            self._publish_stats()
+            self._last_stats = now
+        # The relay re-locks on its own timer: tell Home Assistant's lock entity without waiting for a frame
+        # that changes something else.
+        if now - self._state_at >= self.options.state_interval_s or \
+                self.relay.is_unlocked != self._published_unlocked:
+            self._publish_state()
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            self._commands()
+            self._heartbeat()
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def _shutdown(self) -> None:
+        sd_notify("STOPPING=1")
+        log.info("service: stopping after %d frames (%d bad), %d events", self.stats.frames,
+                 self.stats.bad_frames, self.stats.events)
+        if self.relay is not None:
+            self.relay.lock()
+        if self.link is not None:
+            self._publish_state()
+            self.link.close(flush_timeout=self.options.shutdown_flush_s)
+        if self.outbox is not None:
+            self.outbox.close()
+        if self.relay is not None:
+            self.relay.close()
+        if self.gallery is not None:
+            self.gallery.close()
+
+    def _publish_stats(self) -> None:
+        stats = self.stats.summary()
+        stats.update(backend=self.backend, outbox_pending=len(self.outbox), outbox_dropped=self.outbox.dropped)
+        self.link.publish_stats(stats)
+
+    def _commands(self) -> None:
+        if self.commands is not None:
+            self.commands.poll()
+
+    # -- one frame ------------------------------------------------------------------------------------------
+
+    def _frame(self, frame) -> None:
+        self._commands()
+        start = time.monotonic()
+        try:
+            image = frame.image
+            if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
+                    or image.shape[2] != 3 or min(image.shape[:2]) < 8:
+                raise ValueError(f"expected an (H, W, 3) uint8 frame, got {getattr(image, 'shape', None)} "
+                                 f"{getattr(image, 'dtype', type(image).__name__)}")
+            analysis = self.pipeline.process(image)
+        except Exception as exc:  # noqa: BLE001 -- a bad frame never stops the service
+            self.stats.bad_frames += 1
+            log.warning("service: frame %s skipped: %s: %s", getattr(frame, "label", "?"), type(exc).__name__, exc)
+            return
+        self.stats.add(start, stage_dict(analysis.times))
+        if self.commands.enrolment is not None:  # while enrolling, faces are collected, not decided on
+            self.commands.enrol_frame(analysis, frame.timestamp, time.monotonic())
+            return
+        decision = self.decider.update(analysis.match if analysis.usable else None, frame.timestamp)
+        latency = (time.monotonic() - start) * 1e3
+        changed = False
+        if decision.outcome is Outcome.ACCEPT:
+            self.relay.unlock()
+            self.last_person = decision.person or "unknown"
+            changed = True
+        if decision.outcome in (Outcome.ACCEPT, Outcome.REJECT):
+            self.last_decision = decision.outcome.value
+            self.events.decision(decision, latency)
+            changed = True
+        for ev in decision.events:
+            self.events.lockout(ev)
+            changed = True
+        if changed:
+            self._publish_state()
+
+
+def _describe_backend(embedder) -> str:
+    """What runs the embedder, for the state and stats: the interpreter's description (runtime, delegate,
+    threads), else the embedder's name (a Keras model on a workstation, a stand-in in tests)."""
+    interp = getattr(embedder, "interpreter", None)
+    description = getattr(interp, "description", None)
+    if isinstance(description, str):
+        return description
+    return getattr(embedder, "name", type(embedder).__name__)

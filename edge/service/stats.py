@@ -1,0 +1,50 @@
+"""The service's running numbers for the MQTT stats topic: frame counts and per-stage latencies.
+
+Rolling over the last few hundred frames, so the percentiles describe the lock as it runs now (after a
+thermal throttle, a slower camera), not averaged over its whole uptime.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+
+class StageStats:
+    """Rolling per-stage latencies and frame rate over the last `size` frames; counts since the start."""
+
+    def __init__(self, size: int = 300):
+        self.times: deque[tuple[float, dict[str, float]]] = deque(maxlen=size)
+        self.frames = 0
+        self.bad_frames = 0
+        self.events = 0
+
+    def add(self, now: float, stages: dict[str, float]) -> None:
+        """One analysed frame, started at `now` (monotonic seconds), with its stage times in ms."""
+        self.frames += 1
+        self.times.append((now, stages))
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, frames per second and p50/p95 latency per stage (ms), as published on the stats topic."""
+        out: dict[str, Any] = {"frames": self.frames, "bad_frames": self.bad_frames, "events": self.events}
+        if len(self.times) >= 2:
+            span = self.times[-1][0] - self.times[0][0]
+            out["fps"] = round((len(self.times) - 1) / span, 2) if span > 0 else None
+        latency: dict[str, dict[str, float]] = {}
+        names = sorted({k for _, st in self.times for k in st})
+        for name in names:
+            values = np.array([st[name] for _, st in self.times if name in st])
+            latency[name] = {"p50": round(float(np.percentile(values, 50)), 2),
+                             "p95": round(float(np.percentile(values, 95)), 2)}
+        out["latency_ms"] = latency
+        return out
+
+
+def stage_dict(times) -> dict[str, float]:
+    """A pipeline's `StageTimes` as the flat {stage: ms} that `StageStats.add` takes (extras included)."""
+    d = {"detect": times.detect, "align": times.align, "embed": times.embed, "match": times.match}
+    d.update(times.extra)
+    d["total"] = times.total
+    return d

@@ -1,0 +1,99 @@
+"""Embedders: aligned 150x150 RGB chips in, L2-normalised float32 embeddings out.
+
+On the board the embedder is a TFLite model (int8 from a bundle, or float). On the workstation the same
+interface wraps the Keras model (`convert.keras_embedder.KerasEmbedder`), so everything downstream is identical.
+Stages are built in `edge.vision.build`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edge.errors import ModelError
+from edge.types import CHIP_SIZE
+
+
+class Embedder(Protocol):
+    """What every embedder offers. `name` says what runs (for logs and stats); `space` names the embedding
+    space its vectors live in (`space:<model>@<hash>`, '' when unknown): a model and its pruned or int8
+    versions share one, so a gallery enrolled with one matches with the others."""
+
+    name: str
+    space: str
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        """(N, 150, 150, 3) uint8 RGB chips -> (N, D) float32, each row of unit length."""
+        ...
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise unit length in float32. Kept out of the int8 model: TFLite's int8 L2_NORMALIZATION kernel
+    pins its output scale to 1/128, which would cost resolution we get back for free here."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, eps)
+
+
+def check_chips(chips: np.ndarray) -> np.ndarray:
+    chips = np.asarray(chips)
+    if chips.ndim == 3:
+        chips = chips[None]
+    if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
+        raise ValueError(f"expected chips of shape (N, {CHIP_SIZE}, {CHIP_SIZE}, 3), got {chips.shape}")
+    if chips.dtype != np.uint8:
+        raise ValueError(f"expected uint8 RGB chips, got {chips.dtype}")
+    return chips
+
+
+class TFLiteEmbedder:
+    """A TFLite embedder with float or int8 input/output. int8 input is quantized with the model's own
+    parameters (the facelock models take pixels with scale 1, zero point -128, which is exact)."""
+
+    def __init__(self, model_path: str | os.PathLike, num_threads: int = 2, edgetpu: bool = False,
+                 require_delegate: bool = False, space: str = ""):
+        from edge.vision.interpreter import load_interpreter
+
+        self.model_path = Path(model_path)
+        self.space = space  # a bare .tflite does not say; a bundle's manifest does
+        self.interpreter = load_interpreter(self.model_path, num_threads=num_threads, edgetpu=edgetpu,
+                                            require_delegate=require_delegate)
+        inputs = self.interpreter.input_details
+        outputs = self.interpreter.output_details
+        if len(inputs) != 1 or tuple(inputs[0]["shape"][1:]) != (CHIP_SIZE, CHIP_SIZE, 3):
+            raise ModelError(
+                f"{self.model_path}: embedder input must be one (1, {CHIP_SIZE}, {CHIP_SIZE}, 3) tensor, "
+                f"got {[tuple(d['shape']) for d in inputs]}"
+            )
+        if len(outputs) != 1 or len(outputs[0]["shape"]) != 2:
+            raise ModelError(f"{self.model_path}: embedder output must be one (1, D) tensor")
+        self._in = inputs[0]
+        self._out = outputs[0]
+        self.dim = int(self._out["shape"][1])
+        self.name = f"tflite:{self.model_path.name}:{np.dtype(self._in['dtype']).name}"
+
+    def _quantize_input(self, chip: np.ndarray) -> np.ndarray:
+        dtype = np.dtype(self._in["dtype"])
+        x = chip.astype(np.float32)[None]
+        if dtype == np.float32:
+            return x
+        scale, zero = self._in["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+    def _dequantize_output(self, y: np.ndarray) -> np.ndarray:
+        if np.dtype(self._out["dtype"]) == np.float32:
+            return y.astype(np.float32)
+        scale, zero = self._out["quantization"]
+        return (y.astype(np.float32) - zero) * scale
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        chips = check_chips(chips)
+        out = np.empty((len(chips), self.dim), dtype=np.float32)
+        for i, chip in enumerate(chips):
+            (y,) = self.interpreter.run([self._quantize_input(chip)])
+            out[i] = self._dequantize_output(y)[0]
+        return l2_normalize(out)

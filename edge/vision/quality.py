@@ -1,0 +1,202 @@
+"""Pick the subject among the detected faces, then decide whether its picture is good enough to recognise.
+
+Subject: the face a person at the door presents is large and near the middle of the picture; someone
+passing behind them is small or off to a side. Each face gets a score mixing its area (relative to the
+largest face) and its closeness to the frame centre, and the best one is the subject. Only the subject is
+aligned and embedded, so a frame costs one embedding however many people are in view.
+
+Gates (all measured; the verdict lists every one that failed, first failure first):
+- size: the shorter side of the box, and the distance between the eyes (alignment needs both eyes well
+  apart: a 20 px face upscaled to a 150 px chip gives an embedding of blur);
+- sharpness: variance of the Laplacian over the face box, after resizing the box to a fixed square so that
+  the number does not depend on how big the face is (the same face, near or far, scores alike);
+- pose from BlazeFace's keypoints: roll is the angle of the eye line; yaw is estimated twice, from where the
+  nose tip sits between the eyes and between the ear tragions, with an average head's proportions, and the
+  two are averaged (degrees are approximate; the thresholds are what matter and are set in degrees);
+- framing: the box and every keypoint lie inside the frame, away from its border (the detector clips boxes
+  to the frame, so a half-visible face touches the border).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.options import check
+from edge.types import Face, Keypoint
+
+# Average head proportions used by the yaw estimates (ratios, so the face's size does not matter):
+# how far the nose tip stands in front of the eyes, relative to half the eye distance, and in front of the
+# ear tragions, relative to half the tragion distance.
+NOSE_DEPTH_OVER_HALF_EYE_DISTANCE = 0.8
+NOSE_DEPTH_OVER_HALF_TRAGION_DISTANCE = 1.4
+
+# Rejection codes, in the order gates are reported.
+TOO_SMALL = "too_small"
+EYES_TOO_CLOSE = "eyes_too_close"
+OUTSIDE_FRAME = "outside_frame"
+BLURRY = "blurry"
+YAW = "yaw"
+ROLL = "roll"
+
+
+@dataclass(frozen=True)
+class QualityOptions:
+    """Subject selection and the quality gates a face must pass before it is embedded."""
+
+    min_face_px: float = 64.0
+    """Smallest accepted face: the shorter side of the detector's box, in frame pixels."""
+    min_eye_distance_px: float = 20.0
+    """Smallest accepted distance between the two eye keypoints, in frame pixels."""
+    min_sharpness: float = 50.0
+    """Smallest accepted variance of the Laplacian over the face box resized to `sharpness_size` (grey).
+    Measured with BlazeFace boxes on LFW: sharp faces >= ~200 (5th percentile); Gaussian blur sigma 1 on a
+    60-px face ~90, sigma 2 ~25."""
+    sharpness_size: int = 64
+    """Side of the square the face box is resized to before measuring sharpness (size normalisation)."""
+    max_yaw_deg: float = 30.0
+    """Largest accepted left/right head turn, estimated from the keypoints, in degrees."""
+    max_roll_deg: float = 25.0
+    """Largest accepted head tilt (angle of the eye line against the horizontal), in degrees."""
+    border_px: float = 2.0
+    """The face box and keypoints must be at least this far inside the frame's edges, in pixels."""
+    center_weight: float = 0.35
+    """Subject selection: 0 picks the largest face, 1 the most central; in between mixes the two."""
+
+    def validate(self) -> QualityOptions:
+        """Raise ConfigError naming the first field out of range."""
+        return check("quality", self, [
+            ("min_face_px", self.min_face_px >= 0, ">= 0"),
+            ("min_eye_distance_px", self.min_eye_distance_px >= 0, ">= 0"),
+            ("min_sharpness", self.min_sharpness >= 0, ">= 0"),
+            ("sharpness_size", 8 <= self.sharpness_size <= 512, "between 8 and 512"),
+            ("max_yaw_deg", 0 < self.max_yaw_deg <= 90, "in (0, 90]"),
+            ("max_roll_deg", 0 < self.max_roll_deg <= 180, "in (0, 180]"),
+            ("border_px", self.border_px >= 0, ">= 0"),
+            ("center_weight", 0 <= self.center_weight <= 1, "in [0, 1]"),
+        ])
+
+
+@dataclass(frozen=True)
+class QualityVerdict:
+    """What the gates measured on one face and whether it passed. `failures` holds rejection codes
+    (TOO_SMALL, EYES_TOO_CLOSE, OUTSIDE_FRAME, BLURRY, YAW, ROLL); `reason` says the same for people."""
+
+    ok: bool
+    failures: tuple[str, ...]
+    reason: str  # "" when ok, else one clause per failed gate, "; "-separated
+    face_px: float
+    eye_distance_px: float
+    sharpness: float
+    yaw_deg: float
+    roll_deg: float
+
+
+def selection_scores(faces: list[Face] | tuple[Face, ...], frame_shape: tuple[int, ...],
+                     center_weight: float = QualityOptions.center_weight) -> np.ndarray:
+    """One score per face in [0, 1]: (1 - w) * area / largest area + w * (1 - distance from the frame
+    centre / half the frame diagonal)."""
+    if not faces:
+        return np.zeros(0)
+    h, w = frame_shape[:2]
+    areas = np.array([f.area for f in faces], dtype=np.float64)
+    area_term = areas / areas.max() if areas.max() > 0 else np.ones_like(areas)
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    half_diag = max(math.hypot(w, h) / 2, 1e-9)
+    dist = np.array([math.hypot(f.center[0] - cx, f.center[1] - cy) for f in faces]) / half_diag
+    return (1 - center_weight) * area_term + center_weight * np.clip(1 - dist, 0, 1)
+
+
+def select_subject(faces: list[Face] | tuple[Face, ...], frame_shape: tuple[int, ...],
+                   center_weight: float = QualityOptions.center_weight) -> Face | None:
+    """The face to recognise (largest and most central, see `selection_scores`), or None if no faces."""
+    if not faces:
+        return None
+    return faces[int(np.argmax(selection_scores(faces, frame_shape, center_weight)))]
+
+
+def head_pose(keypoints: np.ndarray) -> tuple[float, float]:
+    """(yaw, roll) in degrees from BlazeFace keypoints (6, 2). Roll is the eye line's angle, positive
+    when the subject's left eye (image right) is lower. Yaw is positive when the nose has moved toward the
+    subject's left eye (image right), i.e. the head turned to the subject's left; 0 is frontal."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    r_eye, l_eye = kp[Keypoint.RIGHT_EYE], kp[Keypoint.LEFT_EYE]
+    nose = kp[Keypoint.NOSE_TIP]
+    r_ear, l_ear = kp[Keypoint.RIGHT_EAR_TRAGION], kp[Keypoint.LEFT_EAR_TRAGION]
+    eye_vec = l_eye - r_eye
+    eye_dist = float(np.hypot(*eye_vec))
+    if eye_dist < 1e-6:
+        return 90.0, 0.0  # eyes on top of each other: a profile, or garbage; either way not usable
+    roll = math.degrees(math.atan2(eye_vec[1], eye_vec[0]))
+    axis = eye_vec / eye_dist  # unit vector along the eye line, pointing to the subject's left eye
+    # Nose offset along the eye line from the eyes' midpoint, in half eye distances: tan(yaw) * depth ratio.
+    off_eyes = float((nose - (r_eye + l_eye) / 2) @ axis) / (eye_dist / 2)
+    yaw_eyes = math.degrees(math.atan(off_eyes / NOSE_DEPTH_OVER_HALF_EYE_DISTANCE))
+    ear_span = float((l_ear - r_ear) @ axis)
+    if ear_span > 1e-6:
+        off_ears = float((nose - (r_ear + l_ear) / 2) @ axis) / (ear_span / 2)
+        yaw_ears = math.degrees(math.atan(off_ears / NOSE_DEPTH_OVER_HALF_TRAGION_DISTANCE))
+        yaw = (yaw_eyes + yaw_ears) / 2
+    else:
+        yaw = yaw_eyes
+    return yaw, roll
+
+
+def sharpness(frame: np.ndarray, box: tuple[float, float, float, float], size: int = 64) -> float:
+    """Variance of the Laplacian of the grey face box resized to size x size (0.0 for an empty box)."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    x0, y0 = max(0, math.floor(box[0] + 0.5)), max(0, math.floor(box[1] + 0.5))
+    x1, y1 = min(w, math.ceil(box[2] + 0.5)), min(h, math.ceil(box[3] + 0.5))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return 0.0
+    region = frame[y0:y1, x0:x1]
+    grey = cv2.cvtColor(region, cv2.COLOR_RGB2GRAY) if region.ndim == 3 else region
+    shrinking = (x1 - x0) > size or (y1 - y0) > size
+    grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+class QualityGate:
+    """`check(frame, face)` -> QualityVerdict; `select(faces, frame)` picks the subject."""
+
+    def __init__(self, options: QualityOptions | None = None):
+        self.options = (options or QualityOptions()).validate()
+
+    def select(self, faces: list[Face] | tuple[Face, ...], frame: np.ndarray) -> Face | None:
+        return select_subject(faces, np.shape(frame), self.options.center_weight)
+
+    def check(self, frame: np.ndarray, face: Face) -> QualityVerdict:
+        o = self.options
+        h, w = frame.shape[:2]
+        kp = np.asarray(face.keypoints, dtype=np.float64)
+        face_px = float(min(face.width, face.height))
+        eye_px = float(np.hypot(*(kp[Keypoint.LEFT_EYE] - kp[Keypoint.RIGHT_EYE])))
+        yaw, roll = head_pose(kp)
+        sharp = sharpness(frame, face.box, o.sharpness_size)
+        lo_x, lo_y = o.border_px - 0.5, o.border_px - 0.5  # pixel centres on integers: edges at -0.5
+        hi_x, hi_y = w - 0.5 - o.border_px, h - 0.5 - o.border_px
+        x0, y0, x1, y1 = face.box
+        inside = (x0 >= lo_x and y0 >= lo_y and x1 <= hi_x and y1 <= hi_y
+                  and bool(np.all((kp[:, 0] >= lo_x) & (kp[:, 0] <= hi_x)
+                                  & (kp[:, 1] >= lo_y) & (kp[:, 1] <= hi_y))))
+        failures: list[tuple[str, str]] = []
+        if face_px < o.min_face_px:
+            failures.append((TOO_SMALL, f"face {face_px:.0f} px, need >= {o.min_face_px:g} px"))
+        if eye_px < o.min_eye_distance_px:
+            failures.append((EYES_TOO_CLOSE, f"eyes {eye_px:.0f} px apart, need >= {o.min_eye_distance_px:g} px"))
+        if not inside:
+            failures.append((OUTSIDE_FRAME, f"face not fully inside the frame ({o.border_px:g} px border)"))
+        if sharp < o.min_sharpness:
+            failures.append((BLURRY, f"sharpness {sharp:.0f}, need >= {o.min_sharpness:g}"))
+        if abs(yaw) > o.max_yaw_deg:
+            failures.append((YAW, f"head turned {yaw:+.0f} deg, limit {o.max_yaw_deg:g}"))
+        if abs(roll) > o.max_roll_deg:
+            failures.append((ROLL, f"head tilted {roll:+.0f} deg, limit {o.max_roll_deg:g}"))
+        return QualityVerdict(
+            ok=not failures, failures=tuple(c for c, _ in failures), reason="; ".join(m for _, m in failures),
+            face_px=face_px, eye_distance_px=eye_px, sharpness=sharp, yaw_deg=yaw, roll_deg=roll,
+        )

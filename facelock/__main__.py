@@ -1,0 +1,3 @@
+from facelock.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""`facelock convert`: prune, int8-quantize and validate a Keras face embedder, and write a model bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from convert.compress.run import __doc__ as PIPELINE_DOC
+from convert.datasets import DEFAULT_LFW
+from convert.errors import DataError
+
+EPILOG = """\
+examples:
+  facelock convert                               # dlib ResNet port, LFW train people, 50% sparsity
+  facelock convert --quick --out out/demo        # small and fast (demo, tests)
+  facelock convert --model my_embedder.keras --data photos/ --pairs pairs.csv --sparsity 0.3
+
+Data: any folder of face photos, one sub-folder per person. With an LFW-style split.csv next to them only
+the `train` people are used for fine-tuning, calibration and the threshold; the pair list (file_a,file_b,same
+[,fold]) is only ever used to report results.
+"""
+
+
+def _folds(text: str) -> tuple[int, ...]:
+    if "-" in text:
+        lo, hi = text.split("-", 1)
+        return tuple(range(int(lo), int(hi) + 1))
+    return tuple(int(x) for x in text.split(","))
+
+
+def run(args: argparse.Namespace) -> int:
+    from convert.compress.run import ConvertOptions, check_inputs, run_convert
+    from edge.models.store import default_model
+
+    workdir = Path(args.workdir or Path(args.out).parent / "work")
+    data = Path(args.data) if args.data else DEFAULT_LFW
+    if not args.data and not data.is_dir():
+        if not args.quick:
+            raise DataError(f"no --data given and LFW is not at {DEFAULT_LFW}: pass a folder of face photos "
+                            "(one sub-folder per person), or --quick to use the embedded demo faces")
+        from convert.demo_faces import write_demo_faces
+
+        data = workdir / "demo_faces"
+        if not (data / "pairs.csv").is_file():
+            write_demo_faces(data)
+        print(f"[convert] LFW not found at {DEFAULT_LFW}: using the embedded demo faces in {data}", file=sys.stderr)
+    default_pairs = next((data / n for n in ("pairs_view2.csv", "pairs.csv") if (data / n).is_file()), None)
+    pairs = Path(args.pairs) if args.pairs else default_pairs
+    if args.no_pairs:
+        pairs = None
+    opts = ConvertOptions(
+        model=Path(args.model) if args.model else default_model(), data=data, pairs=pairs,
+        folds=_folds(args.folds), out=Path(args.out), workdir=workdir,
+        sparsity=args.sparsity, epochs=args.epochs, train_faces=args.train_faces,
+        calibration=args.calibration, target_far=args.target_far, max_pairs=args.max_pairs, threads=args.threads,
+        qat=args.qat,
+    )
+    if args.quick:
+        opts = opts.quickened()
+    check_inputs(opts)
+    report = run_convert(opts)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def format_report(report: dict) -> str:
+    lines = []
+    s = report["sizes"]
+    lines.append(f"sizes: float TFLite {s['float_tflite_bytes'] / 1e6:.2f} MB, int8 {s['int8_tflite_bytes'] / 1e6:.2f} MB "
+                 f"({100 * s['int8_vs_float']:.1f}%), int8 gzip {s['int8_gzip_bytes'] / 1e6:.2f} MB "
+                 f"({100 * s['int8_gzip_vs_float']:.1f}%)")
+    if "sparsity" in report:
+        lines.append(f"sparsity: {100 * report['sparsity']['overall']:.1f}% overall")
+    t = report["threshold"]
+    lines.append(f"threshold: cosine >= {t['cosine']:.4f} for FAR {t['target_far']:g} on training people "
+                 f"(train FRR {100 * (t['train_frr'] or 0):.2f}%)")
+    if "verification" in report:
+        lines.append(f"{'model':<14} {'AUC':>7} {'best acc':>9} {'TAR@1e-2':>9} {'TAR@1e-3':>9} {'EER':>6}")
+        for name, m in report["verification"].items():
+            lines.append(f"{name:<14} {m['auc']:7.4f} {100 * m['best_accuracy']:8.2f}% "
+                         f"{100 * m['tar_at_far_1e2']:8.2f}% {100 * m['tar_at_far_1e3']:8.2f}% {100 * m['eer']:5.2f}%")
+        for name, a in report["agreement_vs_float"].items():
+            lines.append(f"{name} vs float cosine: median {a['median_cosine']:.5f}, 1st percentile {a['p1_cosine']:.5f}")
+    e = report["edgetpu"]
+    lines.append(f"Edge TPU: {'ready' if e['ready'] else 'NOT ready'}; ops {e['ops']}; "
+                 f"{'compiled' if e['compiled'] else e['log'].splitlines()[0] if e['log'] else ''}")
+    return "\n".join(lines)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="prune + int8-quantize + validate an embedder into a model bundle",
+                       description=PIPELINE_DOC, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="tf_keras model file (default: the dlib ResNet port from `facelock models build`)")
+    p.add_argument("--data", help=f"folder of face photos (default: {DEFAULT_LFW})")
+    p.add_argument("--pairs", help="labelled pair list CSV for validation (default: the data folder's pairs_view2.csv)")
+    p.add_argument("--no-pairs", action="store_true", help="skip pair validation")
+    p.add_argument("--folds", default="6-10", help="folds of the pair list to report on (default 6-10)")
+    p.add_argument("--out", default="out/bundle", help="bundle folder to write (a .tar.gz is written beside it)")
+    p.add_argument("--workdir", help="checkpoints, caches and reports (default: beside --out, 'work')")
+    p.add_argument("--sparsity", type=float, default=0.5, help="target weight sparsity, 0 to skip pruning (default 0.5)")
+    p.add_argument("--epochs", type=int, default=4, help="distillation fine-tune epochs (default 4)")
+    p.add_argument("--train-faces", type=int, default=3000, help="training photos to use (default 3000)")
+    p.add_argument("--calibration", type=int, default=400, help="int8 calibration chips, >= 300 (default 400)")
+    p.add_argument("--target-far", type=float, default=1e-3, help="false accept rate for the threshold (default 1e-3)")
+    p.add_argument("--max-pairs", type=int, help="validate on at most this many pairs")
+    p.add_argument("--qat", action="store_true",
+                   help="quantization-aware fine-tune keeping the sparsity, for models that lose too much in int8")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="small and fast (about 2 minutes): 1 epoch over 960 faces, 600 pairs")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.set_defaults(handler=run)

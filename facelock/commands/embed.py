@@ -1,0 +1,153 @@
+"""`facelock embed`: detect the largest face in each image, align it, embed it.
+
+One JSON line per image with --json, in input order, flushed as it goes (so a reader can stream):
+    {"file": ..., "embedding": [...] | null, "ms": detect+align+embed wall ms, "error": null | "..."}
+A bad image is a line with `"embedding": null` and the reason, never a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import FacelockError, ImageError, NoFaceError
+from edge.images import read_image_rgb
+from edge.types import CHIP_SIZE
+
+EPILOG = """\
+examples:
+  facelock embed convert/portraits/astronaut.png
+  facelock embed --json --root ../shared/data/lfw --files-from list.txt > embeddings.jsonl
+  find photos -name '*.jpg' | facelock embed --json --files-from -
+
+--model takes a model bundle folder (int8, from `facelock convert`), a .tflite file, or a .keras file
+(workstation only). Default: the Keras port of dlib's ResNet built by `facelock models build`.
+"""
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    file: str
+    embedding: np.ndarray | None
+    ms: float | None
+    error: str | None
+
+    def to_json(self) -> str:
+        emb = None if self.embedding is None else [round(float(v), 7) for v in self.embedding]
+        ms = None if self.ms is None else round(self.ms, 3)
+        return json.dumps({"file": self.file, "embedding": emb, "ms": ms, "error": self.error})
+
+
+
+class ImageEmbedder:
+    """Largest face -> chip -> embedding, for still images (enrolment, evaluation, `facelock embed`)."""
+
+    def __init__(self, detector, aligner, embedder):
+        self.detector = detector
+        self.aligner = aligner
+        self.embedder = embedder
+        # First calls allocate tensors and trace graphs; keep that out of the per-image timings.
+        embedder.embed(np.zeros((1, CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8))
+
+    def embed_rgb(self, image: np.ndarray) -> np.ndarray:
+        faces = self.detector.detect(image)
+        if not faces:
+            raise NoFaceError("no face found")
+        face = max(faces, key=lambda f: f.area)
+        aligned = self.aligner.align(image, face)
+        return self.embedder.embed(aligned.chip[None])[0]
+
+    def embed_file(self, path: Path, label: str) -> EmbedResult:
+        try:
+            image = read_image_rgb(path)
+        except ImageError as exc:
+            return EmbedResult(label, None, None, str(exc))
+        start = time.perf_counter()
+        try:
+            embedding = self.embed_rgb(image)
+        except NoFaceError as exc:
+            return EmbedResult(label, None, (time.perf_counter() - start) * 1e3, f"{path}: {exc}")
+        return EmbedResult(label, embedding, (time.perf_counter() - start) * 1e3, None)
+
+
+def _image_list(args: argparse.Namespace) -> list[str]:
+    names = list(args.images)
+    if args.files_from == "-":
+        names += [line.strip() for line in sys.stdin if line.strip()]
+    elif args.files_from:
+        try:
+            with open(args.files_from, encoding="utf-8") as fh:
+                names += [line.strip() for line in fh if line.strip()]
+        except OSError as exc:
+            raise FacelockError(f"--files-from {args.files_from}: cannot read ({exc.strerror})") from exc
+    return names
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from edge.vision.build import load_pipeline_components
+
+    names = _image_list(args)
+    if not names:
+        raise FacelockError("no images given: pass IMAGE arguments or --files-from FILE")
+    root = Path(args.root) if args.root else None
+    detector, aligner, embedder = load_pipeline_components(args.model, num_threads=args.threads)
+    pipeline = ImageEmbedder(detector, aligner, embedder)
+
+    progress = _progress(len(names), enabled=args.json and sys.stderr.isatty())
+    failures = 0
+    for name in names:
+        path = root / name if root else Path(name)
+        result = pipeline.embed_file(path, name)
+        failures += result.embedding is None
+        if args.json:
+            print(result.to_json(), flush=True)
+        elif result.embedding is None:
+            print(f"{name}: {result.error}")
+        else:
+            head = " ".join(f"{v:+.3f}" for v in result.embedding[:4])
+            print(f"{name}: {len(result.embedding)}-d [{head} ...] in {result.ms:.1f} ms")
+        progress.update(1)
+    progress.close()
+    if not args.json:
+        print(f"{len(names) - failures}/{len(names)} embedded with {embedder.name}", file=sys.stderr)
+    return 0 if failures < len(names) else 1
+
+
+def _progress(total: int, enabled: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        enabled = False
+    if not enabled:
+        class _Silent:
+            def update(self, n):
+                pass
+
+            def close(self):
+                pass
+
+        return _Silent()
+    return tqdm(total=total, unit="img", file=sys.stderr)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "embed",
+        help="detect, align and embed the largest face of each image",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--model", help="bundle folder, .tflite or .keras (default: the built Keras port)")
+    p.add_argument("--root", help="folder that IMAGE paths are relative to (printed names stay as given)")
+    p.add_argument("--files-from", metavar="FILE", help="read more image paths from FILE, one a line ('-': stdin)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    p.set_defaults(handler=run_embed)

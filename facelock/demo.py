@@ -1,0 +1,133 @@
+"""`make demo`: the whole chain on embedded data: convert -> bundle -> enrol -> the lock service on replayed
+door-camera frames -> MQTT events from a real Mosquitto broker.
+
+    python -m facelock.demo --out out/demo [--bundle DIR]
+
+The faces are the two public-domain portraits shipped with `convert` (convert/demo_faces.py): Eileen Collins
+is enrolled, Grace Hopper stays a stranger; the relay is simulated (gpiozero's mock pins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+from convert.broker import start_broker
+from convert.demo_faces import FIXTURES, PEOPLE, load_portraits, write_door_frames
+from facelock.cli import main as facelock
+
+# Who walks past the door, in order: (person or None for an empty doorway, frames).
+SEQUENCE = [(None, 5), ("grace_hopper", 25), (None, 30), ("eileen_collins", 12)]
+
+
+def say(msg: str) -> None:
+    print(f"\n== {msg}", flush=True)
+
+
+def convert_bundle(bundle: Path, out: Path) -> bool:
+    """A quick bundle in `bundle` unless one is there already."""
+    if (bundle / "manifest.json").is_file():
+        return True
+    say("convert: prune + int8-quantize the dlib ResNet port, quick settings")
+    return facelock(["convert", "--quick", "--out", str(bundle), "--workdir", str(out / "work")]) == 0
+
+
+def enroll(gallery: Path, bundle: Path) -> bool:
+    if gallery.exists():
+        gallery.unlink()
+    say("enrol eileen_collins from her portrait (grace_hopper stays a stranger)")
+    return facelock(["enroll", "eileen_collins", str(FIXTURES / PEOPLE["eileen_collins"]),
+                     "--gallery", str(gallery), "--model", str(bundle)]) == 0
+
+
+def subscribe(port: int, received: list[tuple[str, str]]):
+    """An MQTT client on the broker that appends (topic, payload) of everything under facelock/#."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    ready = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="facelock-demo-subscriber")
+    client.on_connect = lambda c, *a: c.subscribe("facelock/#", qos=1)
+    client.on_subscribe = lambda *a: ready.set()
+    client.on_message = lambda c, u, m: received.append((m.topic, m.payload.decode(errors="replace")))
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    ready.wait(10)
+    return client
+
+
+def run_service(out: Path, bundle: Path, gallery: Path, frames: Path, port: int) -> None:
+    """The lock service on the replayed frames (10 fps) until they run out, with a simulated relay."""
+    from edge.service.config import default_config
+    from edge.service.loop import Service
+
+    config = (default_config()
+              .replace("model", path=str(bundle))
+              .replace("source", kind="folder", uri=str(frames), fps=10.0)
+              .replace("gallery", path=str(gallery))
+              .replace("outbox", path=str(out / "outbox.db"))
+              .replace("mqtt", host="127.0.0.1", port=port, device_id="demo_door")
+              # a simulated relay (gpiozero's mock pins): the state shows UNLOCKED after the accept
+              .replace("relay", enabled=True, pin_factory="mock", unlock_s=2.0))
+    Service(config).run()
+
+
+def report(received: list[tuple[str, str]]) -> int:
+    """Print what the broker received; 0 when the door opened for eileen_collins."""
+    say("what the broker received")
+    events = [json.loads(p) for t, p in received if t.endswith("/event")]
+    for topic, payload in received:
+        if not topic.endswith(("/stats", "/config")):
+            print(f"{topic}  {payload[:240]}")
+    opened = [e for e in events if e.get("decision") == "accept"]
+    print(f"\n{len(events)} events; opened for: {sorted({e['person'] for e in opened}) or 'nobody'}")
+    return 0 if any(e["person"] == "eileen_collins" for e in opened) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The whole chain on embedded data: convert -> bundle -> enrol -> the lock service on replayed frames ->
+    MQTT events from a real Mosquitto broker."""
+    ap = argparse.ArgumentParser(prog="python -m facelock.demo", description=main.__doc__)
+    ap.add_argument("--out", default="out/demo", help="work folder (default out/demo)")
+    ap.add_argument("--bundle", help="use this bundle instead of converting one")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    bundle = Path(args.bundle) if args.bundle else out / "bundle"
+    if not convert_bundle(bundle, out):
+        return 1
+    portraits = load_portraits()
+    gallery = out / "gallery.db"
+    if not enroll(gallery, bundle):
+        return 1
+
+    frames = out / "frames"
+    shutil.rmtree(frames, ignore_errors=True)
+    n = write_door_frames(frames, portraits, SEQUENCE)
+
+    started = start_broker(out)
+    if started is None:
+        print("mosquitto is not installed (apt install mosquitto): cannot show the MQTT side", flush=True)
+        return 1
+    broker, port = started
+    received: list[tuple[str, str]] = []
+    try:
+        client = subscribe(port, received)
+        say(f"the lock service on {n} replayed 640x480 frames (10 fps), broker on 127.0.0.1:{port}")
+        run_service(out, bundle, gallery, frames, port)
+        time.sleep(1.0)
+        client.loop_stop()
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        broker.wait(10)
+    return report(received)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
