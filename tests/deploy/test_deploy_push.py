@@ -16,7 +16,7 @@ from deploy_testlib import INSTALL_ARGS, free_port, make_root, ssh_config
 def _push(cfg: Path, artifact, hosts: list[str], *extra: str) -> tuple[int, dict]:
     import shlex
 
-    from edge.cli import main
+    from facelock.cli import main
 
     install_args = " ".join(shlex.quote(a) for a in INSTALL_ARGS)
     argv = ["deploy", "push", *hosts, "--ssh-config", str(cfg), "--artifact", str(artifact.path)]
@@ -53,7 +53,7 @@ def test_push_to_two_boards_then_upgrade_with_one_rollback(
         assert os.readlink(root / "opt/facelock/current") == f"releases/{artifact.release}"
         assert (root / "etc/systemd/system/facelock.service").is_file()
     assert "RESULT status=ok" in (tmp_path / "logs" / "board-a.log").read_text()
-    assert not list(Path("/tmp").glob("facelock-deploy.*/" + artifact.path.name))  # cleaned up remotely
+    assert not list(Path("/tmp").glob("facelock-deploy.*/artifact.tar.gz"))  # cleaned up remotely
 
     # board-b's new release fails its health check: it rolls back, board-a upgrades
     (roots["board-a"] / "var/lib/facelock/gallery.sqlite").write_bytes(b"enrolled")
@@ -72,7 +72,7 @@ def test_push_to_two_boards_then_upgrade_with_one_rollback(
 
 
 def test_push_table_and_unreachable_host(sshd, artifact, tmp_path, capsys):
-    from edge.cli import main
+    from facelock.cli import main
 
     cfg = ssh_config(sshd, {"board-a": make_root(tmp_path / "a")})
     dead = f"127.0.0.1:{free_port()}"
@@ -94,3 +94,37 @@ def test_ssh_command_options():
     assert cmd[-3:] == ["--", "lock1", "true"]
     for flag in (["-i", "k"], ["-p", "2200"], ["-l", "pi"], ["-o", "Foo=bar"], ["-o", "BatchMode=yes"]):
         assert any(cmd[i : i + 2] == flag for i in range(len(cmd) - 1)), flag
+
+
+def test_push_is_safe_with_a_hostile_artifact_name(sshd, artifact, tmp_path):
+    """The artifact's file name never reaches the remote shell: `$(...)` in it runs nothing on the board."""
+    import shutil
+
+    from deploy.artifact import read_artifact
+    from deploy.push import SshOptions, push
+
+    marker = f"facelock-pwned-{os.getpid()}"
+    canaries = [Path.home() / marker, Path("/") / marker, Path("/tmp") / marker]
+    hostile = tmp_path / f'facelock-deploy-0.1.0$(touch {marker})"`touch {marker}`.tar.gz'
+    shutil.copy(artifact.path, hostile)
+    root = make_root(tmp_path / "a")
+    cfg = ssh_config(sshd, {"board-a": root})
+    (result,) = push(["board-a"], read_artifact(hostile), SshOptions(config=str(cfg), timeout=300),
+                     install_args=list(INSTALL_ARGS))
+    assert result.status == "ok", result.detail + result.log[-2000:]
+    assert not [c for c in canaries if c.exists()]
+
+
+def test_a_failed_unpack_never_runs_the_installer(sshd, artifact, tmp_path):
+    from deploy.artifact import ArtifactInfo
+    from deploy.push import SshOptions, push
+
+    broken = tmp_path / "facelock-deploy-0.1.0.tar.gz"
+    broken.write_bytes(b"not a tarball")
+    info = ArtifactInfo(path=broken, version=artifact.version, release=artifact.release, top=artifact.top)
+    root = make_root(tmp_path / "a")
+    cfg = ssh_config(sshd, {"board-a": root})
+    (result,) = push(["board-a"], info, SshOptions(config=str(cfg), timeout=300), install_args=list(INSTALL_ARGS))
+    assert result.status == "failed" and "unpacking the artifact" in result.detail
+    assert "install.sh was not run" in result.detail
+    assert not (root / "opt/facelock/current").exists()
