@@ -41,11 +41,26 @@ def test_accept_on_kth_vote():
 def test_k_of_n_tolerates_a_bad_frame_but_not_two_people():
     d = Decider(OPTS)
     out = feed(d, [m(), STRANGER, m(), None, m()], 0.0)
-    assert out[-1].outcome is Outcome.ACCEPT
-    d = Decider(OPTS)  # alternating alice / carol: neither reaches 3 of the last 5
+    assert out[-1].outcome is Outcome.ACCEPT  # bob below the threshold is no vote: alice opens
+    d = Decider(OPTS)  # alice / carol: carol has 3 of the last 5, but alice voted among them too
     out = feed(d, [m(), m("carol"), m(), m("carol"), m("carol", 0.9, "alice", 0.3), m()], 0.0)
-    assert all(x.outcome is Outcome.PENDING for x in out[:4])
-    assert out[4].outcome is Outcome.ACCEPT and out[4].person == "carol"  # carol's 3rd vote in the last 5
+    assert all(x.outcome is Outcome.PENDING for x in out)
+    assert "carol: 3/3 votes, but alice also voted among the last 5 frames" in out[4].reason
+    # carol stays: once alice's last vote has left the last 5 face frames, carol opens.
+    more = feed(d, [m("carol", 0.9, "alice", 0.3)] * 5, 1.2)
+    assert [x.outcome for x in more] == [Outcome.PENDING] * 4 + [Outcome.ACCEPT] and more[-1].person == "carol"
+
+
+@pytest.mark.parametrize("k, n", [(3, 5), (2, 3), (2, 5), (5, 9)])
+def test_two_people_alternating_frame_by_frame_never_open(k, n):
+    """A/B/A/B/A...: a face that wavers between two enrolled people opens for neither, however long."""
+    from dataclasses import replace
+
+    d = Decider(replace(OPTS, k=k, n=n, attempt_max_s=1000.0))
+    bob = m("bob", 0.9, "alice", 0.3)
+    out = feed(d, [m(), bob] * 20, 0.0, dt=0.1)
+    assert not [x for x in out if x.outcome is Outcome.ACCEPT]
+    assert "also voted" in out[-1].reason
 
 
 @pytest.mark.parametrize("match, why", [
@@ -144,3 +159,27 @@ def test_options_are_validated():
         Decider(DecideOptions(k=6, n=5))
     with pytest.raises(ConfigError, match="decide.threshold"):
         Decider(DecideOptions(threshold=1.5))
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 10, 1023, 1024, 1100, 10**6, 10**400])
+def test_backoff_never_overflows_and_caps(level):
+    from edge.identity.decide import backoff_s
+
+    expected = 100.0 if level >= 2 else 30.0 * 2.0 ** level
+    assert backoff_s(30.0, 2.0, level, 100.0) == expected
+    assert backoff_s(30.0, 1.0 + 1e-15, level, 1e9) <= 1e9
+    assert backoff_s(1e-300, 10.0, level, 900.0) <= 900.0
+    assert backoff_s(0.0, 2.0, level, 900.0) == 0.0
+
+
+def test_lockout_at_level_a_million_lasts_lockout_max_s():
+    """The decider itself at level 10**6 (the old `lockout_s * growth ** level` raised OverflowError
+    from level 1,024 on): the next failure locks for `lockout_max_s`."""
+    d = Decider(OPTS)
+    for t in (0.0, 10.0, 20.0):
+        fail_attempt(d, t)
+    d._level = 10**6  # as if a million lockouts had happened (a restored state file can say so)
+    t = d.locked_until + 0.5
+    r = fail_attempt(d, t)
+    assert r.events[0].duration_s == 100.0 and r.events[0].level == 10**6 + 1
+    assert d.update(m(), r.time + 99.0).outcome is Outcome.LOCKED_OUT

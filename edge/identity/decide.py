@@ -6,7 +6,9 @@ the frame had no usable face (none found, or the subject failed the quality gate
 **Votes.** A frame votes for person P when P is the match, its cosine >= `threshold`, and its margin
 (ahead of the runner-up and of P's own negative examples, see edge.identity.match) >= `margin`; otherwise it votes
 for nobody. P is accepted when P has `k` votes among the last `n` face frames, all within `window_s`
-seconds. One lucky frame never opens the door; a face that wavers between two people never does either.
+seconds, and no other person has a vote among those `n` frames. One lucky frame never opens the door; a
+face that wavers between two people (A/B/A/B/A) never does either: neither opens until the other's votes
+have left the last `n` frames.
 
 **Attempt.** An attempt is a run of frames with a usable face. It begins at the first such frame and ends:
 - with an accept (success);
@@ -23,18 +25,25 @@ every frame then gives LOCKED_OUT, whoever it shows (the owner uses a key). Back
 lockout, each further failed attempt locks again, for `lockout_s * lockout_growth ** level` (capped at
 `lockout_max_s`), until an accept or `lockout_reset_s` seconds without a failure resets the level. An
 accept also forgets earlier failures. Decisions carry `LockoutEvent`s: "lockout" when one starts,
-"unlock_allowed" on the first frame after it ends.
+"unlock_allowed" on the first frame after it ends. The back-off is computed without overflow at any level
+(`backoff_s`).
+
+**Restarts.** With a `LockoutStore` (edge.identity.lockout_store) the failures, the level and the lockout
+in force are saved on every change and restored when the Decider is made, so a crash, a restart or a power
+cut gives an attacker no fresh attempts. Without one (tests, benchmarks) that state lives in memory.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
+from edge.identity.lockout_store import LockoutState, LockoutStore
 from edge.identity.match import Match
-from edge.options import check
+from edge.options import DAY_S, HOUR_S, MAX_COUNT, WEEK_S, check
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +94,9 @@ class DecideOptions:
     """Longest lockout, in seconds."""
     lockout_reset_s: float = 3600.0
     """Seconds without a failed attempt after which back-off starts again from `lockout_s`."""
+    state_path: str = ""
+    """JSON file that keeps failed attempts and the lockout across restarts and power cuts; empty:
+    $XDG_STATE_HOME/facelock/lockout.json (~/.local/state/facelock/lockout.json)."""
 
     def validate(self) -> DecideOptions:
         """Raise ConfigError naming the first field out of range."""
@@ -92,18 +104,20 @@ class DecideOptions:
             ("threshold", -1.0 <= self.threshold <= 1.0, "a cosine in [-1, 1]"),
             ("margin", 0.0 <= self.margin < 2.0, "in [0, 2)"),
             ("k", 1 <= self.k <= self.n, f"between 1 and n ({self.n})"),
-            ("n", self.n >= 1, ">= 1"),
-            ("window_s", self.window_s > 0, "> 0"),
-            ("cooldown_s", self.cooldown_s >= 0, ">= 0"),
-            ("attempt_gap_s", self.attempt_gap_s > 0, "> 0"),
-            ("attempt_max_s", self.attempt_max_s > 0, "> 0"),
-            ("min_attempt_frames", self.min_attempt_frames >= 1, ">= 1"),
-            ("lockout_failures", self.lockout_failures >= 1, ">= 1"),
-            ("lockout_window_s", self.lockout_window_s > 0, "> 0"),
-            ("lockout_s", self.lockout_s >= 0, ">= 0"),
-            ("lockout_growth", self.lockout_growth >= 1.0, ">= 1"),
-            ("lockout_max_s", self.lockout_max_s >= self.lockout_s, f">= lockout_s ({self.lockout_s})"),
-            ("lockout_reset_s", self.lockout_reset_s > 0, "> 0"),
+            ("n", 1 <= self.n <= MAX_COUNT, f"1-{MAX_COUNT}"),
+            ("window_s", 0 < self.window_s <= HOUR_S, "0 < seconds <= 3600"),
+            ("cooldown_s", 0 <= self.cooldown_s <= DAY_S, "0-86400 seconds"),
+            ("attempt_gap_s", 0 < self.attempt_gap_s <= HOUR_S, "0 < seconds <= 3600"),
+            ("attempt_max_s", 0 < self.attempt_max_s <= HOUR_S, "0 < seconds <= 3600"),
+            ("min_attempt_frames", 1 <= self.min_attempt_frames <= MAX_COUNT, f"1-{MAX_COUNT}"),
+            ("lockout_failures", 1 <= self.lockout_failures <= MAX_COUNT, f"1-{MAX_COUNT}"),
+            ("lockout_window_s", 0 < self.lockout_window_s <= WEEK_S, "0 < seconds <= 604800 (a week)"),
+            ("lockout_s", 0 <= self.lockout_s <= WEEK_S, "0-604800 seconds (a week)"),
+            ("lockout_growth", 1.0 <= self.lockout_growth <= 100.0, "1-100"),
+            ("lockout_max_s", self.lockout_s <= self.lockout_max_s <= WEEK_S,
+             f"seconds >= lockout_s ({self.lockout_s}), at most 604800 (a week)"),
+            ("lockout_reset_s", 0 < self.lockout_reset_s <= WEEK_S, "0 < seconds <= 604800 (a week)"),
+            ("state_path", "\0" not in self.state_path, "a path without NUL characters"),
         ])
 
 
@@ -129,10 +143,27 @@ class Decision:
     attempt_frames: int = 0  # face frames in the attempt this decision is about
 
 
-class Decider:
-    """`update(match, now)` -> Decision, once per frame. Not thread-safe: one frame loop owns it."""
+def backoff_s(lockout_s: float, growth: float, level: int, lockout_max_s: float) -> float:
+    """min(lockout_max_s, lockout_s * growth ** level) for any level, without OverflowError: past the level
+    at which the product reaches the cap (log(max / lockout_s) / log(growth)) the answer is the cap."""
+    if lockout_s <= 0 or level <= 0 or growth <= 1.0:
+        return min(lockout_s, lockout_max_s)
+    # A level over 10**300 reaches any cap (log(growth) > 1e-16): int -> float never overflows here.
+    if float(min(level, 10**300)) * math.log(growth) >= math.log(lockout_max_s) - math.log(lockout_s):
+        return lockout_max_s
+    try:
+        return min(lockout_max_s, lockout_s * growth ** level)
+    except OverflowError:  # only on the edge of the comparison above, where rounding differs
+        return lockout_max_s
 
-    def __init__(self, options: DecideOptions | None = None):
+
+class Decider:
+    """`update(match, now)` -> Decision, once per frame. Not thread-safe: one frame loop owns it.
+
+    `store`: where the lockout state is kept across restarts (None: in memory only). Its monotonic clock
+    must be the clock of the `now` given to `update` (frame timestamps are `time.monotonic()`)."""
+
+    def __init__(self, options: DecideOptions | None = None, store: LockoutStore | None = None):
         self.options = (options or DecideOptions()).validate()
         self._last_now = float("-inf")
         self._votes: deque[tuple[float, str | None, float]] = deque(maxlen=self.options.n)
@@ -146,6 +177,9 @@ class Decider:
         self._locked_until: float | None = None
         self._lock_started = 0.0
         self._level = 0
+        self._store = store
+        if store is not None:
+            self._restore(store.load(self.options.lockout_s, self.options.lockout_max_s))
 
     # -- state for the service (state topic, stats) ------------------------------------------------------
 
@@ -160,6 +194,24 @@ class Decider:
     @property
     def recent_failures(self) -> int:
         return len(self._failures)
+
+    # -- persistence -------------------------------------------------------------------------------------
+
+    def _restore(self, state: LockoutState) -> None:
+        self._failures = deque(state.failures)
+        self._last_failure = state.last_failure
+        self._level = state.level
+        self._locked_until = state.locked_until
+        if state.locked_until is not None:
+            self._lock_started = state.locked_until - state.lockout_duration_s
+
+    def _save(self) -> None:
+        """Called on every change of the lockout state (rare: at most once per failed attempt)."""
+        if self._store is None:
+            return
+        locked = self._locked_until is not None
+        self._store.save(LockoutState(tuple(self._failures), self._last_failure, self._level, self._locked_until,
+                                      self._locked_until - self._lock_started if locked else 0.0))
 
     # -- internals ---------------------------------------------------------------------------------------
 
@@ -183,7 +235,7 @@ class Decider:
         events: tuple[LockoutEvent, ...] = ()
         retry = 0.0
         if (self._level == 0 and len(self._failures) >= o.lockout_failures) or self._level > 0:
-            duration = min(o.lockout_s * o.lockout_growth ** self._level, o.lockout_max_s)
+            duration = backoff_s(o.lockout_s, o.lockout_growth, self._level, o.lockout_max_s)
             self._level += 1
             self._locked_until = now + duration
             self._lock_started = now
@@ -192,6 +244,7 @@ class Decider:
                         len(self._failures))
             self._failures.clear()
             retry = duration
+        self._save()
         shown = f"best {best} {best_score:.3f}" if best else "no candidate"
         return Decision(Outcome.REJECT, now, best, best_score if best else None,
                         f"attempt failed: {why} ({shown})", events, retry, frames)
@@ -217,8 +270,10 @@ class Decider:
             events.append(LockoutEvent(UNLOCK_ALLOWED, now, self._locked_until,
                                        self._locked_until - self._lock_started, self._level, 0))
             self._locked_until = None
+            self._save()
         if self._level and self._last_failure is not None and now - self._last_failure >= o.lockout_reset_s:
             self._level = 0
+            self._save()
 
         ended: Decision | None = None
         if self._attempt_start is not None:
@@ -268,16 +323,22 @@ class Decider:
         recent = [(t, p, s) for t, p, s in self._votes if t > now - o.window_s]
         if vote is not None:
             scores = [s for _, p, s in recent if p == vote]
-            if len(scores) >= o.k:
+            # Anyone else voted for among the last n frames (window or not): the face wavers, nobody opens.
+            rivals = sorted({p for _, p, _ in self._votes if p is not None and p != vote})
+            if len(scores) >= o.k and not rivals:
                 frames = self._attempt_frames
                 self._reset_attempt()
                 self._cooldown = {p: t for p, t in self._cooldown.items() if t > now}  # forget expired ones
                 self._cooldown[vote] = now + o.cooldown_s
-                self._failures.clear()
-                self._level = 0
+                if self._failures or self._level:
+                    self._failures.clear()
+                    self._level = 0
+                    self._save()
                 return Decision(Outcome.ACCEPT, now, vote, sum(scores) / len(scores),
                                 f"{vote}: {len(scores)} of the last {len(recent)} frames", attempt_frames=frames)
             why = f"{vote}: {len(scores)}/{o.k} votes"
+            if rivals:
+                why += f", but {', '.join(rivals)} also voted among the last {o.n} frames"
         return Decision(Outcome.PENDING, now, match.person, match.score if match.person else None, why,
                         attempt_frames=self._attempt_frames)
 
