@@ -23,12 +23,25 @@ from edge.errors import ConfigError
 
 SECRET_MARKERS = ("password", "secret", "key_b64")
 
+# Upper bounds for the sections' validate(): no setting needs more, and a huge value (decide.n = 10**20,
+# a sleep of 1e300 s) would otherwise pass `--check` and crash the service when it starts.
+MAX_STRING = 4096  # characters in any string value (PATH_MAX; longer is no path, host or topic)
+MINUTE_S, HOUR_S, DAY_S = 60.0, 3600.0, 86400.0
+WEEK_S = 7 * DAY_S
+MAX_COUNT = 1000  # votes, frames, attempts: counts of things a person does at the door
+MAX_PX = 10000  # lengths in pixels (frame sizes, faces, borders): no camera frame is larger
+
 
 def shown(key: str, value: Any) -> str:
-    """`value` as an error message may show it: secrets are replaced by a placeholder."""
+    """`value` as an error message may show it: secrets are replaced by a placeholder, and a long value
+    (a 4,000-digit integer, a nested list) is cut short."""
     if any(m in key for m in SECRET_MARKERS) and value:
         return "<hidden>"
-    return repr(value)
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # nesting too deep; an int past Python's 4,300-digit limit
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else f"{text[:50]}... ({len(text)} characters)"
 
 
 def check(section: str, options: Any, checks: Iterable[tuple[str, bool, str]]) -> Any:
@@ -80,8 +93,13 @@ def _coerce(value: Any, tp: Any) -> Any:
             return value
         raise _Mismatch
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:  # an integer past 1.8e308
+                raise _Mismatch from None
+            if math.isfinite(number):
+                return number
         raise _Mismatch
     if tp is str:
         if isinstance(value, str):
@@ -129,8 +147,11 @@ def build_options(cls: type, values: dict[str, Any], section: str, source: str =
         tp = hints[key]
         try:
             kwargs[key] = _coerce(value, tp)
-        except _Mismatch:
+        except (_Mismatch, RecursionError):
             raise ConfigError(f"{source}: {section}.{key} = {shown(key, value)}: expected {describe(tp)}") from None
+        bad = _bad_string(kwargs[key])
+        if bad:
+            raise ConfigError(f"{source}: {section}.{key} = {shown(key, value)}: expected {bad}")
     try:
         options = cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -141,9 +162,26 @@ def build_options(cls: type, values: dict[str, Any], section: str, source: str =
             result = validate()
         except ConfigError as exc:  # the section's own checks already name `section.key`
             raise ConfigError(f"{source}: {exc}") from exc
+        except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:  # a check that could not run
+            raise ConfigError(f"{source}: [{section}]: values out of range ({type(exc).__name__}: {exc})") \
+                from exc
         if result is not None:
             options = result
     return options
+
+
+def _bad_string(value: Any) -> str:
+    """What a string (or a string in a list) breaks, as the `expected` of an error; "" when it is fine. The
+    generic rule for every string, since most are paths, hosts or topics: no NUL character (the OS, SQLite
+    and MQTT end a string there, Python refuses it in a path) and at most MAX_STRING characters."""
+    for item in value if isinstance(value, tuple) else (value,):
+        if isinstance(item, (str, Path)):
+            text = str(item)
+            if "\x00" in text:
+                return "a string without NUL characters"
+            if len(text) > MAX_STRING:
+                return f"a string of at most {MAX_STRING} characters"
+    return ""
 
 
 

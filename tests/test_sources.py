@@ -72,6 +72,29 @@ def test_folder_errors(tmp_path):
         open_source(SourceOptions(kind="folder", uri=str(tmp_path / "nope")))
 
 
+def test_folder_skips_header_bombs_and_tiny_images_with_one_line_each(tmp_path, caplog):
+    """A 62-byte PNG claiming 40000 x 40000 pixels used to raise cv2.error out of the source (the service
+    exited, and again on every restart); a 1x1 PNG reached the detector. Both are skipped, logged once."""
+    from support.hostile import jpeg_claiming, png_claiming
+
+    write_rgb(tmp_path / "01.png", RED)
+    (tmp_path / "02.png").write_bytes(png_claiming(40000, 40000))
+    (tmp_path / "03.png").write_bytes(cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes())
+    (tmp_path / "04.jpg").write_bytes(jpeg_claiming(65535, 65535))
+    (tmp_path / "05.jpg").mkdir()  # a folder named like an image is not listed
+    write_rgb(tmp_path / "06.png", GREEN)
+    caplog.set_level(logging.DEBUG, logger="edge.device.sources")
+    src = open_source(SourceOptions(uri=str(tmp_path), fps=0, loop=True))
+    frames = list(itertools.islice(src.frames(), 6))  # three passes over the two good images
+    assert [f.label for f in frames] == ["01.png", "06.png"] * 3
+    assert [p.name for p in src.skipped] == ["02.png", "03.png", "04.jpg"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3, warnings  # one line per bad file, not one per pass
+    assert "02.png: skipped, PNG claims 40000x40000 pixels" in warnings[0]
+    assert "03.png: skipped, 1x1 pixels, too small to hold a face" in warnings[1]
+    assert "04.jpg: skipped, JPEG claims 65535x65535" in warnings[2]
+
+
 def test_opencv_reads_a_video_file(tmp_path):
     path = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))

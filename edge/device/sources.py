@@ -24,8 +24,9 @@ from typing import Self
 
 import numpy as np
 
-from edge.errors import SourceError
-from edge.options import check
+from edge.errors import ImageError, SourceError
+from edge.images import read_image_rgb
+from edge.options import HOUR_S, MAX_PX, check
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,12 @@ class SourceOptions:
         return check("source", self, [
             ("kind", self.kind in KINDS, f"one of {', '.join(KINDS)}"),
             ("uri", bool(self.uri.strip()), "a camera index, file, URL, folder or 'picamera2'"),
-            ("width", self.width > 0, "> 0"),
-            ("height", self.height > 0, "> 0"),
-            ("fps", self.fps >= 0, ">= 0"),
+            ("width", 0 < self.width <= MAX_PX, f"1-{MAX_PX} pixels"),
+            ("height", 0 < self.height <= MAX_PX, f"1-{MAX_PX} pixels"),
+            ("fps", self.fps == 0 or 0.001 <= self.fps <= 1000, "0 (as fast as possible) or 0.001-1000"),
             ("picamera_format", self.picamera_format in PICAMERA_FORMATS, f"one of {', '.join(PICAMERA_FORMATS)}"),
-            ("reconnect_attempts", self.reconnect_attempts >= 0, ">= 0"),
-            ("reconnect_delay_s", self.reconnect_delay_s >= 0, ">= 0"),
+            ("reconnect_attempts", 0 <= self.reconnect_attempts <= 10**6, "0-1000000"),
+            ("reconnect_delay_s", 0 <= self.reconnect_delay_s <= HOUR_S, "0-3600 seconds"),
         ])
 
 
@@ -140,25 +141,28 @@ class FolderSource(FrameSource):
         self.path = Path(options.uri)
         if not self.path.is_dir():
             raise SourceError(f"image folder {self.path}: not a folder")
-        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        try:
+            self.files = sorted(p for p in self.path.iterdir()
+                                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        except OSError as exc:
+            raise SourceError(f"image folder {self.path}: cannot list it ({exc.strerror})") from exc
         if not self.files:
             raise SourceError(f"image folder {self.path}: no images (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
         self.label = str(self.path)
         self.skipped: list[Path] = []
 
     def _read(self, path: Path) -> np.ndarray | None:
-        import cv2
-
+        """The image, or None after a log line saying why it was skipped (one warning per file; on later
+        passes of `loop` a debug line). edge.images reads the header before decoding: a file claiming
+        40000 x 40000 pixels is refused, never decoded."""
         try:
-            data = np.fromfile(path, dtype=np.uint8)
-        except OSError as exc:
-            log.warning("%s: skipped, cannot read (%s)", path, exc.strerror)
+            return read_image_rgb(path)
+        except ImageError as exc:
+            reason = str(exc).removeprefix(f"{path}: ")
+            log.log(logging.DEBUG if path in self.skipped else logging.WARNING, "%s: skipped, %s", path, reason)
+            if path not in self.skipped:
+                self.skipped.append(path)
             return None
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        if image is None:
-            log.warning("%s: skipped, not a decodable image", path)
-            return None
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
     def frames(self) -> Iterator[Frame]:
         pacer = _Pacer(self.options.fps)
@@ -168,8 +172,6 @@ class FolderSource(FrameSource):
             for path in self.files:
                 image = self._read(path)
                 if image is None:
-                    if path not in self.skipped:
-                        self.skipped.append(path)
                     continue
                 good += 1
                 pacer.wait()
@@ -222,7 +224,11 @@ class OpenCVSource(FrameSource):
         index = 0
         failures = 0
         while True:
-            ok, bgr = self.cap.read()
+            try:
+                ok, bgr = self.cap.read()
+            except Exception as exc:  # noqa: BLE001 -- a decoder error in one read is a failed read
+                log.warning("%s: read failed (%s: %s)", self.label, type(exc).__name__, exc)
+                ok, bgr = False, None
             if not ok or bgr is None:
                 if self.is_file:
                     if self.options.loop and index > 0:
@@ -244,18 +250,31 @@ class OpenCVSource(FrameSource):
                     log.warning("%s", exc)
                 continue
             failures = 0
-            if bgr.ndim == 2:
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
-            elif bgr.shape[2] == 4:
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB)
-            else:
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            rgb = _bgr_to_rgb(cv2, bgr)
+            if rgb is None:
+                log.warning("%s: frame %d skipped: %s %s is not a BGR, BGRA or grey image", self.label, index,
+                            getattr(bgr, "shape", None), getattr(bgr, "dtype", type(bgr).__name__))
+                continue
             pacer.wait()
             yield Frame(rgb, time.monotonic(), index, self.label)
             index += 1
 
     def close(self) -> None:
         self.cap.release()
+
+
+def _bgr_to_rgb(cv2, bgr) -> np.ndarray | None:
+    """An OpenCV frame (BGR, BGRA or grey, uint8) as RGB; None for anything else."""
+    if not isinstance(bgr, np.ndarray) or bgr.dtype != np.uint8 or bgr.size == 0:
+        return None
+    channels = 1 if bgr.ndim == 2 else bgr.shape[2] if bgr.ndim == 3 else 0
+    code = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}.get(channels)
+    if code is None:
+        return None
+    try:
+        return cv2.cvtColor(bgr, code)
+    except cv2.error:
+        return None
 
 
 class PiCameraSource(FrameSource):
