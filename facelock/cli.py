@@ -11,11 +11,11 @@ import sys
 import convert.keras_embedder  # noqa: F401  registers .keras/.h5 embedders with edge.vision.build (no TensorFlow import)
 from edge.errors import FacelockError
 from facelock import __version__
-from facelock.commands import bench, deploy, embed, models, people, run
+from facelock.commands import admin, bench, deploy, embed, models, people, run
 from facelock.commands import convert as convert_command
 
 # Order is the order in `facelock --help`.
-COMMAND_MODULES = (models, embed, people, run, convert_command, bench, deploy)
+COMMAND_MODULES = (models, embed, people, run, admin, convert_command, bench, deploy)
 
 DESCRIPTION = """\
 facelock: face unlock for door locks, on the lock.
@@ -28,6 +28,8 @@ Anywhere:     facelock embed IMAGE...     detect, align and embed faces (--json 
               facelock enroll NAME IMG... enrol a person (--not: a look-alike who must not open)
               facelock people ...         list, remove, rename, export, import enrolled people
 The lock:     facelock run --config F     camera -> recognition -> decision -> relay + MQTT
+              facelock admin keygen       the lock's command key (signed MQTT commands)
+Admin:        facelock admin send ...     sign and send unlock / enroll / remove / rename to a lock
 
 `facelock COMMAND --help` explains each command with examples.
 """

@@ -2,12 +2,14 @@
 
 Entities, one device (`facelock_<device_id>`), all wired to the availability topic:
 - `event`  recognitions: state topic = the event topic; `event_type` is recognized | unknown | rejected |
-           lockout | unlock_allowed; the other event keys become attributes.
+           lockout | unlock_allowed | command (the audit of a command); the other keys become attributes.
 - `sensor` the last person recognized ("nobody" until someone is; published at start so it is never
            "unknown"), from the retained state topic; the whole state as attributes.
-- `lock`   only when a relay is configured: state LOCKED / UNLOCKED from the state topic, commands on
-           `.../cmd/lock` (LOCK / UNLOCK / OPEN), never retained. Without a relay an empty retained config
-           removes a lock entity left from an earlier setup.
+- `lock`   only when it can act (`offers_lock_entity`): a relay, and Home Assistant allowed to unlock
+           (`mqtt.unsigned_unlock`, which needs commands, TLS and credentials). State LOCKED / UNLOCKED from
+           the state topic, commands on `.../cmd/lock` (LOCK / UNLOCK / OPEN), never retained. Otherwise an
+           empty retained config removes a lock entity left from an earlier setup: a lock whose unlock is
+           ignored would only mislead.
 
 Configs are retained and published after every connect and whenever Home Assistant's status topic says
 `online` (its birth message after a restart), followed by the current state.
@@ -26,7 +28,13 @@ from edge.options import check
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES = ("recognized", "unknown", "rejected", "lockout", "unlock_allowed")
+EVENT_TYPES = ("recognized", "unknown", "rejected", "lockout", "unlock_allowed", "command")
+
+
+def offers_lock_entity(mqtt_options, has_relay: bool) -> bool:
+    """Whether Home Assistant gets a lock entity: only when its UNLOCK can act (a relay, commands on and
+    `unsigned_unlock` opted in; Home Assistant's lock entity cannot sign)."""
+    return has_relay and mqtt_options.commands and mqtt_options.unsigned_unlock
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,8 @@ class DiscoveryMessage:
 
 def discovery_messages(options: DiscoveryOptions, topics: Topics, device_id: str, has_lock: bool,
                        model: str = "facelock") -> list[DiscoveryMessage]:
-    """The retained config messages for this device (pure: no network)."""
+    """The retained config messages for this device (pure: no network); `has_lock`: offer the lock entity
+    (`offers_lock_entity`)."""
     node = f"facelock_{device_id}"
     device = {"identifiers": [node], "name": options.device_name or f"Facelock {device_id}",
               "model": model, "manufacturer": "facelock", "sw_version": __version__}
@@ -95,7 +104,8 @@ def discovery_messages(options: DiscoveryOptions, topics: Topics, device_id: str
 
 
 class Discovery:
-    """Publishes the configs through an `MqttLink` on connect and on Home Assistant's birth message."""
+    """Publishes the configs through an `MqttLink` on connect and on Home Assistant's birth message;
+    `has_lock`: offer the lock entity (`offers_lock_entity`)."""
 
     def __init__(self, options: DiscoveryOptions, link, has_lock: bool, model: str = "facelock"):
         self.options = options

@@ -1,10 +1,15 @@
-"""The events the lock reports: a decision (recognized / rejected / unknown), a lockout starting or ending.
+"""The events the lock reports: a decision (recognized / rejected / unknown), a lockout starting or ending,
+and the audit record of every command (accepted or refused, and why).
 
 Translates `edge.identity.decide`'s results into `RecognitionEvent` messages for the MQTT event topic
 (what Home Assistant's event entity and any audit log read) and hands them to the link, which stores each
 one in the durable outbox before it is sent. An event that cannot be stored (an SQLite error such as a
 full disk, or a payload over `outbox.max_payload_bytes`) is logged and dropped: the door's decision has
 already been made and must not wait on the report of it.
+
+A reject says nothing about how close the face came (no candidate, no score, a reason without either)
+unless `mqtt.reveal_candidates` is on: a stranger who can read the events could otherwise tune a photo
+against the lock, one reject at a time.
 """
 
 from __future__ import annotations
@@ -22,21 +27,35 @@ log = logging.getLogger(__name__)
 class Events:
     """Builds and sends the events of one device; counts them in `stats.events`."""
 
-    def __init__(self, link, stats: StageStats, device_id: str):
+    def __init__(self, link, stats: StageStats, device_id: str, reveal_candidates: bool = False):
         self.link = link
         self.stats = stats
         self.device_id = device_id
+        self.reveal_candidates = reveal_candidates
 
     def decision(self, decision, latency_ms: float) -> None:
-        """An ACCEPT or REJECT decision. A reject names its best candidate (below the bar) but never as
-        `person`, so an automation keyed on the person cannot fire for a face that did not open the door."""
+        """An ACCEPT or REJECT decision. A reject never names anyone as `person` (an automation keyed on
+        the person cannot fire for a face that did not open the door); with `reveal_candidates` it names
+        its best candidate (below the bar) and score, else it says only that the attempt failed."""
         accept = decision.outcome is Outcome.ACCEPT
+        if accept or self.reveal_candidates:
+            event_type = "recognized" if accept else ("rejected" if decision.person else "unknown")
+            score, reason, candidate = decision.score, decision.reason, None if accept else decision.person
+        else:  # "unknown" vs "rejected" would tell whether some enrolled face came close: one type for both
+            event_type, score, candidate = "rejected", None, None
+            reason = f"attempt failed ({decision.attempt_frames} frames)"
         self.send(RecognitionEvent(
-            event_type="recognized" if accept else ("rejected" if decision.person else "unknown"),
-            person=decision.person if accept and decision.person else "unknown",
-            decision=decision.outcome.value, score=decision.score, latency_ms=latency_ms,
-            reason=decision.reason, candidate=None if accept else decision.person,
-            retry_after_s=decision.retry_after_s or None, device=self.device_id))
+            event_type=event_type, person=decision.person if accept and decision.person else "unknown",
+            decision=decision.outcome.value, score=score, latency_ms=latency_ms, reason=reason,
+            candidate=candidate, retry_after_s=decision.retry_after_s or None, device=self.device_id))
+
+    def command(self, name: str, decision: str, reason: str, request_id: str | None, signed: bool,
+                target: str | None = None) -> None:
+        """The audit record of one command: `decision` accepted | refused (never acted) | done | failed
+        (accepted, then it did not work out); `reason` says why. Never the key or the signature."""
+        self.send(RecognitionEvent(event_type="command", person="unknown", decision=decision, reason=reason,
+                                   device=self.device_id, command=name, request_id=request_id, signed=signed,
+                                   target=target))
 
     def lockout(self, ev) -> None:
         """A `LockoutEvent`: a lockout started (with how long until faces are tried again) or ended."""
