@@ -3,6 +3,11 @@ the same port (with its persistence, so persistent sessions survive the restart)
 
     def test_x(broker):  # the fixture is registered in conftest.py
         broker.port; broker.stop(); broker.start()
+
+With accounts and an ACL (`allow_anonymous false`, a password file made by mosquitto_passwd, an acl_file
+that `write_acl` rewrites and `reload` (SIGHUP) or a restart applies):
+
+    b = Broker(folder, listener=auth_listener(folder, {"lock": "pw"}, "user lock\ntopic write x/#\n"))
 """
 
 from __future__ import annotations
@@ -19,6 +24,20 @@ import pytest
 
 MOSQUITTO = shutil.which("mosquitto") or next(
     (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None)
+PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+
+
+def auth_listener(folder: Path, users: dict[str, str], acl: str) -> list[str]:
+    """Listener lines for accounts (made with mosquitto_passwd) and the ACL text `acl` (folder/acl)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    passwd = folder / "passwd"
+    for i, (user, password) in enumerate(users.items()):
+        subprocess.run([PASSWD, *(["-c"] if i == 0 else []), "-b", str(passwd), user, password], check=True,
+                       capture_output=True)
+    passwd.chmod(0o644)  # mosquitto may drop to its own user and still has to read it
+    (folder / "acl").write_text(acl)
+    (folder / "acl").chmod(0o644)
+    return ["allow_anonymous false", f"password_file {passwd}", f"acl_file {folder / 'acl'}"]
 
 
 def free_port() -> int:
@@ -77,6 +96,15 @@ class Broker:
         self.stop()
         self.start()
 
+    def write_acl(self, acl: str) -> None:
+        """Replace the ACL of an `auth_listener` broker (applied by `reload` or a restart)."""
+        (self.folder / "acl").write_text(acl)
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto reads its password and ACL files again, keeping its connections."""
+        assert self.running
+        self.proc.send_signal(signal.SIGHUP)
+
 
 @pytest.fixture
 def broker(tmp_path):
@@ -93,7 +121,8 @@ def broker(tmp_path):
 class Subscriber:
     """A test client that records every message (topic, payload, retain) it receives."""
 
-    def __init__(self, port: int, topics: list[str], client_id: str | None = None, persistent: bool = False):
+    def __init__(self, port: int, topics: list[str], client_id: str | None = None, persistent: bool = False,
+                 username: str | None = None, password: str | None = None):
         import threading
 
         import paho.mqtt.client as mqtt
@@ -106,6 +135,8 @@ class Subscriber:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"test-{os.getpid()}-{id(self)}",
                                   clean_session=not persistent, protocol=mqtt.MQTTv311)
         self.client.reconnect_delay_set(1, 1)
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self.subscribed.set()

@@ -110,13 +110,25 @@ def test_close_waits_for_the_reconnect_to_deliver_the_backlog(broker, tmp_path):
     assert len(link.outbox) == 0  # every event acknowledged by the broker before close() returned
 
 
+def test_no_subscriber_is_not_a_refusal(broker, tmp_path):
+    """MQTT 5: with nobody subscribed Mosquitto answers PUBACK 0x10 "No matching subscribers", a success
+    reason code: the event is the broker's, not refused."""
+    link = _link(broker, tmp_path)
+    for _ in range(3):
+        link.publish_event(RecognitionEvent("recognized", "alice", "accept"))
+    assert link.flush(10) and len(link.outbox) == 0
+    assert link.refused == {} and link.refusals.total == 0
+    link.close()
+
+
 def _replies(sub):
     return [json.loads(p) for p, _ in sub.on("facelock/t1/reply")]
 
 
-def test_commands_valid_and_malformed(broker, tmp_path):
-    link = _link(broker, tmp_path, commands=True)
-    sub = Subscriber(broker.port, ["facelock/t1/reply"])
+def test_commands_valid_and_malformed(secure_broker, tmp_path):
+    broker, account = secure_broker.broker, secure_broker.tls_options("lock")  # commands need TLS and an account
+    link = _link(broker, tmp_path, commands=True, **account)
+    sub = secure_broker.client("admin", ["facelock/t1/reply"])
     base = "facelock/t1/cmd/"
     rng = random.Random(4)
     bad = [
@@ -152,7 +164,7 @@ def test_commands_valid_and_malformed(broker, tmp_path):
     sub.publish(base + "lock", b"UNLOCK", retain=True)
     assert link.commands.get(timeout=5).args == {"action": "UNLOCK"}  # live: delivered as a fresh message
     link.close()
-    link = _link(broker, tmp_path, commands=True)
+    link = _link(broker, tmp_path, commands=True, **account)
     assert sub.wait_for(lambda m: any("retained" in json.loads(p).get("error", "") for _, p, _ in m))
     with pytest.raises(queue.Empty):
         link.commands.get(timeout=0.3)

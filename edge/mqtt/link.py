@@ -3,9 +3,13 @@
 What is published where, and in which format, is edge.mqtt.messages; which commands are accepted and how
 they are checked, edge.mqtt.commands; Home Assistant discovery, edge.mqtt.discovery.
 
-Events go to the `Outbox` first; a sender thread publishes what is waiting, in order, at most
-`max_inflight` at a time, and deletes each on its PUBACK. On every (re)connect the whole backlog is sent
-again from the oldest, so nothing waits on paho's in-memory queue (duplicates are possible, losses not).
+The connection is MQTT 5, for its PUBACK reason codes: a broker that acknowledges a publish it refuses
+(an ACL that denies the topic, a quota) says so, where MQTT 3.1.1 acknowledges it as if delivered.
+Events go to the `Outbox` first; `OutboxSender` (edge.mqtt.sender) publishes what is waiting, in order,
+and deletes each row only on a PUBACK that accepts it; a refused one stays, is logged once per topic and
+reason, shows in `refused` (the state and stats messages), and is retried with back-off and after every
+reconnect. Every connection failure is logged once per cause and outage with host:port and the cause
+(edge.mqtt.connection), and so is the connection coming back.
 
 Commands (only with `commands = true`) are validated by `parse_command` and queued as `Command`s for the
 service loop, which executes them in its own thread and answers with `reply()`. Anything malformed is
@@ -28,6 +32,13 @@ from typing import Any
 
 from edge.errors import ConfigError
 from edge.mqtt.commands import Command, CommandRejected, parse_command
+from edge.mqtt.connection import (
+    ConnectionLog,
+    describe_connack,
+    describe_disconnect,
+    describe_error,
+    reporting_client,
+)
 from edge.mqtt.messages import (
     OFFLINE,
     ONLINE,
@@ -38,7 +49,8 @@ from edge.mqtt.messages import (
     stats_payload,
 )
 from edge.mqtt.outbox import Outbox
-from edge.options import check
+from edge.mqtt.sender import RETRY_S, OutboxSender, Refusals
+from edge.options import DAY_S, HOUR_S, check
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +98,19 @@ class MqttOptions:
     stats_interval_s: float = 60.0
     """Seconds between stats messages (0: none)."""
     commands: bool = False
-    """Accept commands under <base_topic>/<device_id>/cmd/ (reload, enroll, remove, lock)."""
+    """Accept commands under <base_topic>/<device_id>/cmd/ (reload, enroll, remove, rename, unlock, lock).
+    Only with tls and credentials (username + password or password_file, or a client certificate); unlock,
+    enroll, remove and rename must also be signed with the command key (see command_key_file)."""
+    command_key_file: str = ""
+    """File with this lock's command key (`facelock admin keygen`; mode 600): signed commands are checked
+    with it. Empty: signed commands are refused."""
+    unsigned_unlock: bool = False
+    """Let a plain UNLOCK / OPEN on cmd/lock open the door (Home Assistant's lock entity cannot sign). Needs
+    commands = true and a broker ACL that lets only Home Assistant's account publish to cmd/lock
+    (docs/operations.md); refused during a lockout. Also what makes Home Assistant discovery offer a lock."""
+    reveal_candidates: bool = False
+    """Reject events name the best candidate and its score (useful when tuning; also an oracle for someone
+    tuning a photo against the lock, so off by default)."""
     max_command_bytes: int = 4096
     """Larger command payloads are refused unread."""
 
@@ -99,13 +123,20 @@ class MqttOptions:
              and not self.base_topic.startswith("/") and not self.base_topic.endswith("/"),
              "a topic prefix without wildcards or leading/trailing '/'"),
             ("keepalive_s", 5 <= self.keepalive_s <= 3600, "5-3600"),
-            ("reconnect_min_s", self.reconnect_min_s > 0, "> 0"),
-            ("reconnect_max_s", self.reconnect_max_s >= self.reconnect_min_s, ">= reconnect_min_s"),
+            ("reconnect_min_s", 0 < self.reconnect_min_s <= HOUR_S, "0 < seconds <= 3600"),
+            ("reconnect_max_s", self.reconnect_min_s <= self.reconnect_max_s <= DAY_S,
+             ">= reconnect_min_s, at most 86400 seconds"),
             ("max_inflight", 1 <= self.max_inflight <= 1000, "1-1000"),
-            ("stats_interval_s", self.stats_interval_s >= 0, ">= 0"),
+            ("stats_interval_s", 0 <= self.stats_interval_s <= DAY_S, "0-86400 seconds"),
             ("max_command_bytes", 64 <= self.max_command_bytes <= 1 << 20, "64-1048576"),
             ("key_file", not self.key_file or bool(self.cert_file), "only together with cert_file"),
             ("password", not (self.password and self.password_file), "either password or password_file"),
+            ("commands", not self.commands or (self.tls and (bool(self.cert_file) or bool(
+                self.username and (self.password or self.password_file)))),
+             ("true only with tls = true and credentials (username with password or password_file, or "
+              "cert_file): without them any client on the network could send the lock commands")),
+            ("unsigned_unlock", not self.unsigned_unlock or self.commands,
+             "true only with commands = true (and the broker ACL in docs/operations.md)"),
         ])
 
 
@@ -113,7 +144,8 @@ class MqttLink:
     """The lock's MQTT connection. `start()` connects in the background (and keeps reconnecting);
     `publish_event` stores in the outbox and returns at once; `close()` flushes and says `offline`."""
 
-    def __init__(self, options: MqttOptions, outbox: Outbox):
+    def __init__(self, options: MqttOptions, outbox: Outbox, retry_s: tuple[float, float] = RETRY_S):
+        """`retry_s`: first and longest delay between retries of a refused event (edge.mqtt.sender)."""
         self.options = options.validate()
         self.outbox = outbox
         self.topics = Topics.of(options.base_topic, options.device_id)
@@ -123,12 +155,13 @@ class MqttLink:
         self.subscriptions: dict[str, Callable[[bytes], None]] = {}
         self._connected = threading.Event()
         self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._generation = 0
         self._state: bytes | None = None
+        self.connection = ConnectionLog(self.options.host, self.options.port)
+        self.refusals = Refusals(self.connection.where)
+        self._connack_refused = False  # the last CONNACK refused: its disconnect is not a second cause
         self._client = self._make_client()
-        self._sender = threading.Thread(target=self._send_loop, name="mqtt-outbox", daemon=True)
+        self._sender = OutboxSender(self._client, outbox, self._connected, self.refusals, self.options.max_inflight,
+                                    retry_s)
 
     # -- setup -----------------------------------------------------------------------------------------------
 
@@ -137,8 +170,9 @@ class MqttLink:
         from paho.mqtt.enums import CallbackAPIVersion
 
         o = self.options
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=o.client_id or f"facelock-{o.device_id}",
-                             clean_session=True, protocol=mqtt.MQTTv311)
+        client = reporting_client(lambda exc: self.connection.failed(describe_error(exc, o.tls)),
+                                  callback_api_version=CallbackAPIVersion.VERSION2,
+                                  client_id=o.client_id or f"facelock-{o.device_id}", protocol=mqtt.MQTTv5)
         if o.username:
             password = o.password or None
             if o.password_file:
@@ -171,7 +205,7 @@ class MqttLink:
         o = self.options
         log.info("mqtt: connecting to %s:%d as %s (tls %s)", o.host, o.port, o.client_id or f"facelock-{o.device_id}",
                  "on" if o.tls else "off")
-        self._client.connect_async(o.host, o.port, keepalive=o.keepalive_s)
+        self._client.connect_async(o.host, o.port, keepalive=o.keepalive_s, clean_start=True)
         self._client.loop_start()
         self._sender.start()
         return self
@@ -187,12 +221,12 @@ class MqttLink:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.warning("mqtt: broker %s:%d refused the connection: %s", self.options.host, self.options.port,
-                        reason_code)
+            self._connack_refused = True
+            self.connection.failed(describe_connack(reason_code))
             return
-        log.info("mqtt: connected to %s:%d", self.options.host, self.options.port)
-        client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
-        self._generation += 1  # the sender sends the whole backlog again on this connection
+        self.connection.connected()
+        self._publish(self.topics.availability, ONLINE, qos=1, retain=True)
+        self._sender.new_connection()  # the whole backlog again on this connection
         self._connected.set()
         if self.options.commands:
             client.subscribe(self.topics.commands, qos=1)
@@ -204,19 +238,23 @@ class MqttLink:
             except Exception:  # a hook must not break the connection
                 log.exception("mqtt: on-connect hook failed")
         if self._state is not None:
-            client.publish(self.topics.state, self._state, qos=1, retain=True)
-        self._wake.set()
+            self._publish(self.topics.state, self._state, qos=1, retain=True)
+        self._sender.wake()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        if was and not self._stop.is_set():
-            log.warning("mqtt: disconnected from %s:%d (%s); reconnecting", self.options.host, self.options.port,
-                        reason_code)
+        refused, self._connack_refused = self._connack_refused, False
+        if self._stop.is_set():
+            return
+        if was:
+            self.connection.lost(describe_disconnect(reason_code))
+        elif not refused:  # TCP (and TLS) went through, then the broker hung up without a CONNACK
+            hint = "does the broker speak MQTT 5?" if self.options.tls else "is that port TLS? mqtt.tls = false here"
+            self.connection.failed(f"the broker closed the connection before answering ({reason_code}; {hint})")
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self._acks.put(mid)
-        self._wake.set()
+        self._sender.on_publish(mid, reason_code)
 
     def _on_message(self, client, userdata, message) -> None:
         try:
@@ -251,9 +289,14 @@ class MqttLink:
 
     def publish_event(self, event: RecognitionEvent) -> str:
         """Store the event in the outbox (durably) and have it sent; returns its id."""
-        self.outbox.put(event.id, self.topics.event, event.to_json(), qos=1)
-        self._wake.set()
+        self.outbox.put(event.id, self.topics.event, event.to_json(), qos=1, security=event.security)
+        self._sender.wake()
         return event.id
+
+    @property
+    def refused(self) -> dict[str, dict[str, Any]]:
+        """Topics the broker refuses publishes on now: {topic: {"reason": "Not authorized", "count": n}}."""
+        return self.refusals.summary()
 
     def publish_state(self, state: dict[str, Any]) -> None:
         """Retained state; kept and re-published after every reconnect."""
@@ -263,62 +306,29 @@ class MqttLink:
     def republish_state(self) -> None:
         """The last state again, if there is one (after a subscriber that keeps it, Home Assistant, restarted)."""
         if self._state is not None and self.connected:
-            self._client.publish(self.topics.state, self._state, qos=1, retain=True)
+            self._publish(self.topics.state, self._state, qos=1, retain=True)
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         if self.connected:
-            self._client.publish(self.topics.stats, stats_payload(stats), qos=0)
+            self._publish(self.topics.stats, stats_payload(stats), qos=0)
 
     def publish_raw(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> None:
         """A direct publish (discovery configs): sent now if connected, else dropped (re-sent on connect)."""
         if self.connected:
-            self._client.publish(topic, payload, qos=qos, retain=retain)
+            self._publish(topic, payload, qos=qos, retain=retain)
+
+    def _publish(self, topic: str, payload: str | bytes, qos: int, retain: bool = False):
+        """Publish now; a QoS 1 message is tracked, so that a refusal of it is logged with its topic."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if qos and info.rc == 0:
+            self._sender.track(info.mid, topic)
+        return info
 
     def reply(self, command: str, request_id: str | None, ok: bool, error: str = "",
               result: dict[str, Any] | None = None) -> None:
         self.publish_raw(self.topics.reply, reply_payload(command, request_id, ok, error, result), qos=1)
 
-    # -- the outbox sender ------------------------------------------------------------------------------------------
-
-    def _send_loop(self) -> None:
-        inflight: dict[int, int] = {}  # mid -> seq
-        sent_upto = 0
-        generation = -1
-        while not self._stop.is_set():
-            self._wake.wait(0.5)
-            self._wake.clear()
-            try:
-                while True:
-                    mid = self._acks.get_nowait()
-                    seq = inflight.pop(mid, None)
-                    if seq is not None:
-                        self.outbox.ack(seq)
-            except queue.Empty:
-                pass
-            if not self._connected.is_set():
-                continue
-            if generation != self._generation:  # a new connection: send the whole backlog again, in order
-                generation = self._generation
-                inflight.clear()
-                sent_upto = 0
-            room = self.options.max_inflight - len(inflight)
-            if room <= 0:
-                continue
-            try:
-                entries = self.outbox.pending(limit=room, after_seq=sent_upto)
-            except Exception:  # keep the sender alive; the rows stay for the next try
-                log.exception("mqtt: cannot read the outbox")
-                continue
-            for entry in entries:
-                if not self._connected.is_set():
-                    break
-                info = self._client.publish(entry.topic, entry.payload, qos=entry.qos, retain=False)
-                if info.rc != 0:
-                    break  # not connected after all: the next connection sends it
-                inflight[info.mid] = entry.seq
-                sent_upto = entry.seq
-            if entries and len(entries) == room:
-                self._wake.set()
+    # -- flushing and closing ---------------------------------------------------------------------------------------
 
     def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty (every event acknowledged); False on timeout."""
@@ -326,7 +336,9 @@ class MqttLink:
         while len(self.outbox):
             if time.monotonic() >= deadline:
                 return False
-            self._wake.set()
+            if self.connected and self._sender.waiting_for_retry and self._sender.retry_at > deadline:
+                return False  # refused by the broker, and not retried before the deadline
+            self._sender.wake()
             time.sleep(0.05)
         return True
 
@@ -336,17 +348,17 @@ class MqttLink:
         # still in its reconnect back-off) must not leave the backlog behind when a second would deliver it.
         flushed = self.flush(flush_timeout)
         if not flushed:
-            log.warning("mqtt: %d events still in the outbox; they are sent at the next start", len(self.outbox))
+            refused = self.refused.get(self.topics.event)
+            log.warning("mqtt: %d events still in the outbox%s; they are sent at the next start", len(self.outbox),
+                        f" (the broker refuses them: {refused['reason']})" if refused else "")
         if self.connected:
             try:
-                info = self._client.publish(self.topics.availability, OFFLINE, qos=1, retain=True)
+                info = self._publish(self.topics.availability, OFFLINE, qos=1, retain=True)
                 info.wait_for_publish(timeout=2.0)
             except (RuntimeError, ValueError) as exc:
                 log.warning("mqtt: could not publish offline: %s", exc)
         self._stop.set()
-        self._wake.set()
+        self._sender.stop()
         self._client.disconnect()
         self._client.loop_stop()
-        if self._sender.is_alive():
-            self._sender.join(timeout=2.0)
         log.info("mqtt: closed")

@@ -8,8 +8,8 @@ Topics, all under `<base_topic>/<device_id>/` (default `facelock/<device_id>/`):
 - `state`         retained JSON (schema "facelock.state/1"): lock state, last person, lockout, gallery size.
 - `stats`         QoS 0 every `stats_interval_s`: fps, per-stage latency p50/p95, backend, outbox size.
 - `cmd/<name>`    commands, only when `commands = true` (off by default): `reload`, `enroll`, `remove`,
-                  and `lock` (plain LOCK / UNLOCK / OPEN, for Home Assistant's lock entity); see
-                  edge.mqtt.commands.
+                  `rename`, `unlock` (signed, edge.mqtt.signing) and `lock` (plain LOCK / UNLOCK / OPEN,
+                  for Home Assistant's lock entity); see edge.mqtt.commands. Each is audited on `event`.
 - `reply`         one JSON reply per command (schema "facelock.reply/1"), ok or the error.
 
 Every JSON payload carries its `schema` and a UTC `time` (ISO-8601 with milliseconds and `Z`).
@@ -28,6 +28,8 @@ STATE_SCHEMA = "facelock.state/1"
 STATS_SCHEMA = "facelock.stats/1"
 REPLY_SCHEMA = "facelock.reply/1"
 ONLINE, OFFLINE = "online", "offline"
+# Events the outbox never drops at its cap (with any event whose decision is "accept": the door opened).
+SECURITY_EVENT_TYPES = frozenset({"lockout", "unlock_allowed", "command"})
 
 
 def utc_now() -> str:
@@ -105,8 +107,10 @@ class Topics:
 
 @dataclass(frozen=True)
 class RecognitionEvent:
-    """One event message. `event_type`: recognized | unknown | rejected | lockout | unlock_allowed
-    (Home Assistant's event entity uses it); `person` is a name or "unknown"."""
+    """One event message. `event_type`: recognized | unknown | rejected | lockout | unlock_allowed | command
+    (Home Assistant's event entity uses it); `person` is a name or "unknown". A `command` event is the audit
+    record of one command: `command`, `decision` accepted | refused | done | failed, `reason`, `request_id`,
+    `signed`, `target` (the person it is about); never the signature."""
 
     event_type: str
     person: str
@@ -117,6 +121,10 @@ class RecognitionEvent:
     candidate: str | None = None  # best guess below the bar, for rejects
     retry_after_s: float | None = None
     device: str = ""
+    command: str | None = None  # command audit events only
+    request_id: str | None = None
+    signed: bool | None = None
+    target: str | None = None
     id: str = field(default_factory=new_event_id)
     time: str = field(default_factory=utc_now)
 
@@ -130,3 +138,22 @@ class RecognitionEvent:
 
     def to_json(self) -> bytes:
         return compact(self.to_dict()).encode()
+
+    @property
+    def security(self) -> bool:
+        """A lockout, its end, a face that opened the door, or a command's audit record: what an owner (or
+        an investigation) needs most, so the outbox keeps it when full (edge.mqtt.outbox)."""
+        return is_security_event(self.event_type, self.decision)
+
+
+def is_security_event(event_type: object, decision: object) -> bool:
+    return (isinstance(event_type, str) and event_type in SECURITY_EVENT_TYPES) or decision == "accept"
+
+
+def is_security_payload(payload: bytes) -> bool:
+    """`RecognitionEvent.security` of a stored event payload (False for anything that is not one)."""
+    try:
+        d = json.loads(payload)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(d, dict) and is_security_event(d.get("event_type"), d.get("decision"))

@@ -1,6 +1,7 @@
-"""The service's running numbers for the MQTT stats topic: frame counts and per-stage latencies.
+"""The service's running numbers for the MQTT stats topic: frame counts and per-stage latencies, and what
+became of the events (waiting, dropped at the outbox cap, refused by the broker).
 
-Rolling over the last few hundred frames, so the percentiles describe the lock as it runs now (after a
+Latencies roll over the last few hundred frames, so the percentiles describe the lock as it runs now (after a
 thermal throttle, a slower camera), not averaged over its whole uptime.
 """
 
@@ -48,3 +49,21 @@ def stage_dict(times) -> dict[str, float]:
     d.update(times.extra)
     d["total"] = times.total
     return d
+
+
+def delivery_state(outbox, link) -> dict[str, Any]:
+    """For the retained state: topics the broker refuses now ({topic: {"reason", "count"}}; the refused
+    events wait in the outbox) and the events dropped at the outbox cap since it was created."""
+    return {"refused": link.refused, "outbox_dropped": outbox.dropped}
+
+
+def delivery_stats(outbox, link) -> dict[str, Any]:
+    """For the stats message: `delivery_state`, the backlog, security events kept beyond the outbox cap,
+    refusals since the start and the (re)connections."""
+    return {**delivery_state(outbox, link), "outbox_pending": len(outbox), "outbox_over_cap": outbox.over_cap,
+            "refused_total": link.refusals.total, **link.connection.summary()}
+
+
+def delivery_version(outbox, link) -> tuple[int, int]:
+    """Changes when `delivery_state` does: the state is published again then."""
+    return link.refusals.version, outbox.dropped
