@@ -5,6 +5,8 @@
         facelock-<version>-py3-none-any.whl
         bundle/                 the model bundle (manifest.json + .tflite), checked before packing
         config.toml.example     the board's config, generated from the runtime's Options (installed only where no config exists)
+        wheelhouse/             with --board: the `edge` extra's wheels for that board and Python, TARGET
+                                and constraints.txt (deploy/wheelhouse.py); install.sh then needs no network
         facelock.service        the systemd unit; coral-usb.conf its USB Coral drop-in
         install.sh              the installer (see deploy/install.sh)
         SHA256SUMS              sha256sum format, every file above; install.sh checks it first
@@ -87,13 +89,14 @@ def build_wheel(out_dir: Path, repo: Path = REPO_DIR, log: Callable[[str], None]
     return wheels[-1]
 
 
-def _check_bundle(model_dir: Path) -> Path:
+def _copy_bundle(model_dir: Path, dest: Path) -> None:
+    """Verify the model bundle (a folder or a .tar.gz) whole and copy its folder to `dest`."""
     from edge.models.bundle import load_bundle
 
     if not model_dir.exists():
-        raise DeployError(f"{model_dir}: no such model bundle (a folder with manifest.json)")
-    return load_bundle(model_dir, verify=True).path  # BundleError names the file at fault
-
+        raise DeployError(f"{model_dir}: no such model bundle (a folder with manifest.json, or its .tar.gz)")
+    with load_bundle(model_dir, verify=True) as bundle:  # BundleError names the file at fault
+        shutil.copytree(bundle.path, dest)
 
 
 def _tarinfo_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -109,9 +112,18 @@ def build_artifact(
     config: str | os.PathLike | None = None,
     wheel: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
+    board: str | None = None,
+    python: str | None = None,
+    wheel_cache: str | os.PathLike | None = None,
 ) -> ArtifactInfo:
-    """Build facelock-deploy-<version>.tar.gz. `output` may be a file name or an existing folder."""
-    bundle_dir = _check_bundle(Path(model_dir))
+    """Build facelock-deploy-<version>.tar.gz. `output` may be a file name or an existing folder. With
+    `board` (linux-aarch64) the artifact carries the wheelhouse for that board and `python` (default 3.11);
+    `wheel_cache` overrides where downloaded wheels are kept (deploy/wheelhouse.py)."""
+    from deploy.wheelhouse import Target, build_wheelhouse
+
+    target = Target(board, python or "3.11") if board else None
+    if python and not board:
+        raise DeployError("--python chooses the wheelhouse's Python: it needs --board (e.g. linux-aarch64)")
     # The board's config: generated from the runtime's Options, or the user's own file, checked by the
     # runtime's loader either way.
     config_text = check_config_file(config) if config else board_config()
@@ -121,6 +133,7 @@ def build_artifact(
 
     with tempfile.TemporaryDirectory(prefix="facelock-deploy-") as tmp:
         tmp = Path(tmp)
+        _copy_bundle(Path(model_dir), tmp / "bundle")  # first: a broken model fails before any build
         if wheel:
             wheel_path = Path(wheel)
             if not wheel_path.is_file():
@@ -135,7 +148,11 @@ def build_artifact(
         stage = tmp / top
         stage.mkdir()
         shutil.copy2(wheel_path, stage / wheel_path.name)
-        shutil.copytree(bundle_dir, stage / "bundle")
+        (tmp / "bundle").rename(stage / "bundle")
+        if target is not None:
+            names = build_wheelhouse(target, wheel_path, stage / "wheelhouse",
+                                     Path(wheel_cache) if wheel_cache else None, log=log)
+            log(f"wheelhouse: {len(names)} wheels for {target.board} py{target.python}")
         (stage / "config.toml.example").write_text(config_text, encoding="utf-8")
         shutil.copy2(UNIT_FILE, stage / "facelock.service")
         if CORAL_USB_DROPIN.is_file():
@@ -148,7 +165,8 @@ def build_artifact(
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         commit = _git_commit()
         (stage / "VERSION").write_text(
-            f"version={version}\nrelease={release}\nwheel={wheel_path.name}\ncreated={created}\ncommit={commit}\n",
+            f"version={version}\nrelease={release}\nwheel={wheel_path.name}\ncreated={created}\ncommit={commit}\n"
+            + (f"board={target.board}\npython={target.python}\n" if target else ""),
             encoding="utf-8",
         )
         sums.append(f"{sha256_file(stage / 'VERSION')}  VERSION")
@@ -157,7 +175,7 @@ def build_artifact(
         )
 
         out = Path(output) if output else Path(f"{top}.tar.gz")
-        if out.is_dir():
+        if out.is_dir() or str(output).endswith(("/", os.sep)):  # a folder, existing or to be made
             out = out / f"{top}.tar.gz"
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".partial")

@@ -16,11 +16,14 @@ from deploy.errors import DeployError
 from edge.errors import ConfigError
 from edge.service.config import load_config, render_config
 
-# Where an installed board keeps things (systemd/facelock.service: StateDirectory=facelock); the bundle
-# ships inside each release, so a rollback rolls the model back too.
+# Where an installed board keeps things: every file the service writes lies in its StateDirectory
+# (systemd/facelock.service: StateDirectory=facelock, the one writable place under ProtectSystem=strict),
+# named here rather than left to $XDG_* defaults under the service user's home; docs/operations.md gives
+# the same paths. The bundle ships inside each release, so a rollback rolls the model back too.
 BOARD_VALUES: dict[str, dict[str, Any]] = {
     "model": {"path": "/opt/facelock/current/bundle"},
     "gallery": {"path": "/var/lib/facelock/gallery.db"},
+    "decide": {"state_path": "/var/lib/facelock/lockout.json"},
     "outbox": {"path": "/var/lib/facelock/outbox.db"},
 }
 

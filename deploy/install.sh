@@ -7,9 +7,11 @@
 #   1. checks the artifact against SHA256SUMS
 #   2. creates the system user `facelock` (groups video, gpio)
 #   3. installs the release into /opt/facelock/releases/<release>/ (venv with --system-site-packages, so
-#      apt's python3-picamera2 is visible; the model bundle beside it)
-#   4. writes /etc/facelock/config.toml from the template only when there is none (upgrades keep it);
-#      never touches /var/lib/facelock (gallery, outbox)
+#      apt's python3-picamera2 is visible; the model bundle beside it). With a wheelhouse/ in the artifact
+#      (`facelock deploy bundle --board ...`) pip installs from it alone (--no-index): no network needed
+#   4. writes /etc/facelock/config.toml from the template only when there is none (upgrades keep it), and
+#      makes whichever config is there root:facelock 0640 (content untouched) so the service can read it;
+#      never touches /var/lib/facelock (gallery, outbox, lockout state)
 #   5. installs and enables facelock.service
 #   6. points /opt/facelock/current at the new release, restarts, runs the health check, and when that
 #      fails points `current` back at the previous release and restarts that one (exit status 3)
@@ -46,7 +48,8 @@ usage: install.sh [options]
   --no-systemd          do not talk to systemd (chroots, containers); the unit is still installed+enabled
   --python PY           interpreter for the venv (default python3; needs >= 3.11)
   --extras LIST         pip extras of facelock to install (default "edge"; "" for none)
-  --pip-args "ARGS"     extra pip arguments, e.g. "--no-index --find-links /srv/wheels" ($FACELOCK_PIP_ARGS)
+  --pip-args "ARGS"     extra pip arguments, e.g. "--no-index --find-links /srv/wheels" ($FACELOCK_PIP_ARGS);
+                        an artifact's wheelhouse/ adds --no-index --find-links wheelhouse by itself
   --healthcheck CMD     extra health check, run by sh after the built-in ones ($FACELOCK_HEALTHCHECK);
                         it sees FACELOCK_ROOT, FACELOCK_VERSION, FACELOCK_RELEASE, FACELOCK_RELEASE_DIR
   --health-timeout S    seconds for the service to become active / the check to pass (default 120)
@@ -74,7 +77,9 @@ while [ $# -gt 0 ]; do
     --root=*) ROOT=${1#*=}; shift ;;
     --no-systemd) SYSTEMD=no; shift ;;
     --python) PYTHON=${2:?}; shift 2 ;;
+    --python=*) PYTHON=${1#*=}; shift ;;
     --extras) EXTRAS=${2?}; shift 2 ;;
+    --extras=*) EXTRAS=${1#*=}; shift ;;
     --pip-args) PIP_ARGS=${2?}; shift 2 ;;
     --healthcheck) HEALTHCHECK=${2?}; shift 2 ;;
     --health-timeout) HEALTH_TIMEOUT=${2:?}; shift 2 ;;
@@ -182,6 +187,25 @@ health_check() {
 
 release_version() { sed -n 's/^version=//p' "$1/VERSION" 2>/dev/null || true; }
 
+# ai_edge_litert is the interpreter; where it does not import on this board (a CPU or libc its build does
+# not support), the wheelhouse's fallback (tflite-runtime 2.14 on Python 3.11) goes in. One must import.
+imports() { timeout 120 "$1/venv/bin/python" -c "import $2" >/dev/null 2>&1; }
+tflite_fallback() {
+    local rel=$1 fallbacks
+    imports "$rel" ai_edge_litert.interpreter && return 0
+    fallbacks=$(sed -n 's/^fallbacks=//p' "$WHEELHOUSE/TARGET")
+    if [ -n "$fallbacks" ]; then
+        log "interpreter: ai_edge_litert does not import here; installing $fallbacks from the wheelhouse"
+        # shellcheck disable=SC2086 # a list of requirements
+        "$rel/venv/bin/python" -m pip install --disable-pip-version-check --no-input -q --no-index \
+            --find-links "$WHEELHOUSE" -c "$WHEELHOUSE/constraints.txt" $fallbacks ||
+            die "pip install $fallbacks into $rel/venv failed"
+    fi
+    imports "$rel" tflite_runtime.interpreter ||
+        die "$rel/venv: neither ai_edge_litert nor tflite_runtime imports; facelock cannot run models"
+    log "interpreter: tflite_runtime (fallback)"
+}
+
 # ---- rollback on request ------------------------------------------------------------------------------
 if [ "$ACTION" = rollback ]; then
     cur=$(readlink "$OPT/current" 2>/dev/null || true)
@@ -224,6 +248,24 @@ fi
 # ---- 2. Debian packages the venv relies on (real root only) --------------------------------------------
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null ||
     die "$PYTHON: facelock needs Python >= 3.11 (Raspberry Pi OS Bookworm or newer)"
+WHEELHOUSE=
+if [ -f "$SRC/wheelhouse/TARGET" ]; then
+    WHEELHOUSE=$SRC/wheelhouse
+    wh_python=$(sed -n 's/^python=//p' "$WHEELHOUSE/TARGET")
+    wh_machine=$(sed -n 's/^machine=//p' "$WHEELHOUSE/TARGET")
+    py_version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    [ "$py_version" = "$wh_python" ] ||
+        die "$WHEELHOUSE: built for Python $wh_python, $PYTHON is $py_version; build the artifact with" \
+            "\`facelock deploy bundle --board linux-$wh_machine --python $py_version\`"
+    # The interpreter's machine, as pip sees it: a 32-bit userland on a 64-bit kernel is armv7l, not aarch64.
+    py_machine=$("$PYTHON" -c 'import platform, struct
+m = platform.machine()
+print("armv7l" if m == "aarch64" and struct.calcsize("P") == 4 else m)')
+    [ "$py_machine" = "$wh_machine" ] ||
+        die "$WHEELHOUSE: built for $wh_machine, $PYTHON runs on $py_machine; build the artifact with" \
+            "\`facelock deploy bundle --board linux-$py_machine --python $py_version\`"
+    log "wheelhouse: installing offline from $WHEELHOUSE ($wh_machine, Python $wh_python)"
+fi
 if [ -z "$R" ] && [ "$APT" != no ] && command -v apt-get >/dev/null 2>&1; then
     want=""
     "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || want="$want python3-venv"
@@ -262,9 +304,12 @@ if [ -e "$ETC/config.toml" ]; then
     log "config: keeping $ETC/config.toml"
 else
     install -m 0640 "$SRC/config.toml.example" "$ETC/config.toml"
-    owner root:facelock "$ETC/config.toml"
     log "config: wrote $ETC/config.toml from the template; edit it (MQTT host, device id)"
 fi
+# Whoever wrote the config (firstboot.sh, before the facelock group existed; an editor as root), the
+# service reads it as the facelock group: root:facelock 0640, the content as it is (it may hold secrets).
+owner root:facelock "$ETC/config.toml"
+chmod 0640 "$ETC/config.toml"
 
 # ---- 5. the release ------------------------------------------------------------------------------------
 REL=$OPT/releases/$RELEASE
@@ -280,9 +325,15 @@ else
         die "$PYTHON -m venv failed for $REL/venv (install python3-venv)"
     spec="$REL/$WHEEL"
     [ -n "$EXTRAS" ] && spec="${spec}[${EXTRAS}]"
+    WH_ARGS=()
+    [ -n "$WHEELHOUSE" ] && WH_ARGS=(--no-index --find-links "$WHEELHOUSE" -c "$WHEELHOUSE/constraints.txt")
     # shellcheck disable=SC2086 # PIP_ARGS is a list of words on purpose
-    "$REL/venv/bin/python" -m pip install --disable-pip-version-check --no-input -q $PIP_ARGS "$spec" ||
+    "$REL/venv/bin/python" -m pip install --disable-pip-version-check --no-input -q \
+        ${WH_ARGS[@]+"${WH_ARGS[@]}"} $PIP_ARGS "$spec" ||
         die "pip install $spec into $REL/venv failed (see pip's message above)"
+    if [ -n "$WHEELHOUSE" ]; then
+        case ",$EXTRAS," in *,edge,*) tflite_fallback "$REL" ;; esac
+    fi
     touch "$REL/.complete"
     log "installed $WHEEL into $REL/venv in $(($(date +%s) - t))s"
 fi

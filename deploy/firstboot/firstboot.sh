@@ -6,8 +6,15 @@
 #                                  delete the payload from the boot partition (it holds secrets)
 #   firstboot.sh run               (the unit, once the network is up) install the artifact with
 #                                  install.sh, then disable itself; retried every minute until it works
+#
+# The config is written root:root 0640 here, before install.sh has created the facelock group; install.sh
+# then makes it root:facelock 0640 (content untouched) before it starts the service, so the service can
+# read it on its first start. $FACELOCK_INSTALL_ROOT (tests, image building) prefixes every path, and
+# $FACELOCK_INSTALL_ARGS is passed on to install.sh (e.g. "--coral-usb yes").
 set -eu
-STAGE=/var/lib/facelock-firstboot
+R=${FACELOCK_INSTALL_ROOT:-}
+R=${R%/}
+STAGE=$R/var/lib/facelock-firstboot
 UNIT=facelock-firstboot.service
 log() { printf 'facelock-firstboot: %s\n' "$*"; }
 
@@ -16,9 +23,9 @@ stage)
     src=$(cd "$(dirname "$0")" && pwd)
     install -d -m 0700 "$STAGE"
     cp -f "$src"/* "$STAGE"/
-    install -m 0644 "$STAGE/$UNIT" "/etc/systemd/system/$UNIT"
-    mkdir -p /etc/systemd/system/multi-user.target.wants
-    ln -sf "/etc/systemd/system/$UNIT" "/etc/systemd/system/multi-user.target.wants/$UNIT"
+    install -m 0644 "$STAGE/$UNIT" "$R/etc/systemd/system/$UNIT"
+    mkdir -p "$R/etc/systemd/system/multi-user.target.wants"
+    ln -sf "/etc/systemd/system/$UNIT" "$R/etc/systemd/system/multi-user.target.wants/$UNIT"
     rm -rf "$src"
     log "staged into $STAGE, $UNIT enabled"
     if [ "${2:-}" = --start ]; then
@@ -27,32 +34,36 @@ stage)
     fi
     ;;
 run)
-    if [ -f "$STAGE/config.toml" ] && [ ! -e /etc/facelock/config.toml ]; then
-        install -d -m 0750 /etc/facelock
-        install -m 0640 "$STAGE/config.toml" /etc/facelock/config.toml
+    if [ -f "$STAGE/config.toml" ] && [ ! -e "$R/etc/facelock/config.toml" ]; then
+        install -d -m 0750 "$R/etc/facelock"
+        install -m 0640 "$STAGE/config.toml" "$R/etc/facelock/config.toml"
         log "wrote /etc/facelock/config.toml"
     fi
-    # pip talks HTTPS: wait (a while) for the clock, since a Pi has no RTC.
-    for _ in $(seq 60); do
-        [ "$(timedatectl show -p NTPSynchronized --value 2>/dev/null || echo yes)" = yes ] && break
-        sleep 2
-    done
+    # pip talks HTTPS (an artifact without a wheelhouse): wait a while for the clock, a Pi has no RTC.
+    if [ -z "$R" ]; then
+        for _ in $(seq 60); do
+            [ "$(timedatectl show -p NTPSynchronized --value 2>/dev/null || echo yes)" = yes ] && break
+            sleep 2
+        done
+    fi
     set -- "$STAGE"/facelock-deploy-*.tar.gz
     if [ -f "$1" ]; then
         work=$(mktemp -d /var/tmp/facelock-firstboot.XXXXXX)
         tar -xzf "$1" -C "$work"
         rc=0
-        bash "$work"/facelock-deploy-*/install.sh || rc=$?
+        # shellcheck disable=SC2086 # FACELOCK_INSTALL_ARGS is a list of words on purpose
+        bash "$work"/facelock-deploy-*/install.sh ${FACELOCK_INSTALL_ARGS:-} || rc=$?
         rm -rf "$work"
         # 3: the release was rolled back, which on a first install cannot happen; anything else: retry
         [ "$rc" = 0 ] || { log "install.sh failed with status $rc; retrying later"; exit 1; }
     else
         log "no facelock-deploy-*.tar.gz staged: configuration only"
     fi
-    if getent group facelock >/dev/null && [ -f /etc/facelock/config.toml ]; then
+    # Configuration only (no artifact) on a board where facelock is installed: the same ownership.
+    if [ -z "$R" ] && getent group facelock >/dev/null && [ -f /etc/facelock/config.toml ]; then
         chown root:facelock /etc/facelock /etc/facelock/config.toml
     fi
-    rm -f "/etc/systemd/system/multi-user.target.wants/$UNIT"
+    rm -f "$R/etc/systemd/system/multi-user.target.wants/$UNIT"
     rm -rf "$STAGE"
     log "done"
     ;;
