@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # first-boot files with the real parsers.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test setup system-packages models lint clean
+.PHONY: demo test setup system-packages models lint clean board-test board-test-user board-packages
 
 # The main job end to end on embedded data: embed the fixture portraits with the float model, convert it to a
 # pruned int8 bundle (LFW train people when ../shared/data/lfw exists, else the embedded demo faces), enrol
@@ -58,6 +58,34 @@ system-packages:
 models: $(VENV)/.installed
 	$(FACELOCK) models fetch
 	test -f $(MODELS_DIR)/dlib_resnet_v1.keras || $(FACELOCK) models build
+
+# The emulated Raspberry-Pi-like board (docs/board-test.md): Debian Bookworm arm64 built from Debian's archive
+# once (cached in ~/.cache/facelock/board), booted in qemu-system-aarch64 with systemd as PID 1, driven through
+# deploy push -> install.sh -> events -> SIGKILL -> upgrade -> rollback -> systemd-analyze security -> SD card.
+# Slow (emulated CPU, no KVM); board-test-user is the arm64 user-mode part CI can afford.
+board-test: setup models board-packages
+	FACELOCK_BOARD_TEST=1 $(PY) -m pytest -m board -s -v tests/board
+
+board-test-user: setup models board-packages
+	FACELOCK_BOARD_USER=1 $(PY) -m pytest -m board -s -v tests/board -k user_mode
+
+# What the board test needs beyond system-packages: the emulator, debootstrap, the disk and initramfs tools,
+# and socat (the guest's one way out: MQTT to the host's broker).
+board-packages: system-packages
+	@missing=""; \
+	command -v qemu-system-aarch64 >/dev/null || missing="$$missing qemu-system-arm"; \
+	command -v qemu-aarch64-static >/dev/null || missing="$$missing qemu-user-static"; \
+	command -v qemu-img >/dev/null || missing="$$missing qemu-utils"; \
+	[ -x /usr/sbin/debootstrap ] || missing="$$missing debootstrap"; \
+	command -v cpio >/dev/null || missing="$$missing cpio"; \
+	[ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin/mkfs.ext4 ] || missing="$$missing e2fsprogs"; \
+	[ -x /usr/sbin/modprobe ] || [ -x /sbin/modprobe ] || missing="$$missing kmod"; \
+	command -v socat >/dev/null || missing="$$missing socat"; \
+	[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing="$$missing debian-archive-keyring"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
 
 # ruff, then the architecture's import contracts (pyproject.toml [tool.importlinter]; docs/architecture.md).
 lint: setup

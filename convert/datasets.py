@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,11 +159,9 @@ def _cache_path(cache_dir, root: Path, files: list[Path], aligner) -> Path | Non
 
 
 def _progress(items, desc: str):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return items
-    return tqdm(items, desc=desc, unit="img", file=sys.stderr, leave=False)
+    from convert.progress import bar
+
+    return bar(items, desc=desc, unit="img", leave=False)
 
 
 def genuine_impostor_pairs(labels: np.ndarray, max_pairs: int = 200_000, seed: int = 0):

@@ -26,13 +26,21 @@ def embedding_space(model) -> str:
 
 
 class KerasEmbedder:
-    """Float Keras embedder. The model takes RGB pixels in [0, 255] (normalisation is inside it)."""
+    """Float Keras embedder on RGB pixels in [0, 255]. The dlib port normalises inside; for another model
+    give its `card` (edge.models.card) and the channel order and normalisation it wants are put in front
+    (convert.model_card.pixel_model), as `facelock convert` does."""
 
-    def __init__(self, model_path: str | os.PathLike, batch_size: int = 32):
+    def __init__(self, model_path: str | os.PathLike, batch_size: int = 32, card=None):
         import tensorflow as tf
 
         self.model_path = Path(model_path)
         self.model = load_keras_model(self.model_path)
+        if card is not None:
+            from convert.model_card import pixel_model
+
+            self.model = pixel_model(self.model, card)
+        h, w = self.model.input_shape[1:3]
+        self.input_size = (h, w) if h and w else None  # (h, w) of the chips it takes; None: any
         self.batch_size = batch_size
         self.name = f"keras:{self.model_path.name}"
         self.space = embedding_space(self.model)
@@ -41,7 +49,7 @@ class KerasEmbedder:
 
     def raw(self, chips: np.ndarray) -> np.ndarray:
         """Un-normalised outputs (dlib's descriptor for the dlib port)."""
-        chips = check_chips(chips)
+        chips = check_chips(chips, self.input_size)
         outs = [
             self._forward(chips[i:i + self.batch_size].astype(np.float32)).numpy()
             for i in range(0, len(chips), self.batch_size)

@@ -66,11 +66,13 @@ def run_service(out: Path, bundle: Path, gallery: Path, frames: Path, port: int)
     from edge.service.config import default_config
     from edge.service.loop import Service
 
+    (out / "lockout.json").unlink(missing_ok=True)  # each demo starts with no failed attempts behind it
     config = (default_config()
               .replace("model", path=str(bundle))
               .replace("source", kind="folder", uri=str(frames), fps=10.0)
               .replace("gallery", path=str(gallery))
               .replace("outbox", path=str(out / "outbox.db"))
+              .replace("decide", state_path=str(out / "lockout.json"))  # the demo's failures stay its own
               .replace("mqtt", host="127.0.0.1", port=port, device_id="demo_door")
               # a simulated relay (gpiozero's mock pins): the state shows UNLOCKED after the accept
               .replace("relay", enabled=True, pin_factory="mock", unlock_s=2.0))

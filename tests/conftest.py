@@ -8,11 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mqtt_broker import broker  # noqa: F401  (the real Mosquitto fixture, for every test module)
+from secure_broker import pki, secure_broker  # noqa: F401  (the same with TLS and accounts)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parents[1] / "convert" / "portraits"  # shipped in the wheel for the demo
 LFW = Path(os.environ.get("FACELOCK_LFW", REPO.parent / "shared" / "data" / "lfw"))
 PORTRAITS = ("astronaut.png", "grace_hopper.jpg")
+
+
+@pytest.fixture(autouse=True)
+def _own_state_home(tmp_path_factory, monkeypatch):
+    """$XDG_STATE_HOME per test (the service's processes inherit it): the lockout file a config does not
+    place (decide.state_path) lands there, so one test's failed attempts never lock out the next test, nor
+    touch the developer's ~/.local/state."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
 
 
 @pytest.fixture(scope="session")

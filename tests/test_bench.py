@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("## 1. Accuracy", "## 2. Speed", "## 3. Cost curve", "## 4. Scaling", "## 5. Figure of merit")
-PLOTS = ("roc.png", "cost_curve.png", "match_scaling.png")
+SECTIONS = ("## 1. Accuracy", "## 2. Speed", "## 3. Cost curve", "## 4. Scaling", "## 5. Figure of merit",
+            "## 6. Security", "## 7. Door distance")
+PLOTS = ("roc.png", "cost_curve.png", "match_scaling.png", "door_tar.png")
 
 
 def _facelock(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -250,3 +250,71 @@ def test_a_new_embedder_of_another_size_can_enrol_beside_the_old_templates(tmp_p
         assert g.snapshot(old).names == ("alice",)
         with pytest.raises(GalleryError, match="64 dimensions, the gallery holds 128-d"):
             g.enroll("erin", small, model=old)
+
+
+class _WriteLock:
+    """Another process writing: a second connection holding SQLite's write lock (BEGIN IMMEDIATE)."""
+
+    def __init__(self, path):
+        self.db = sqlite3.connect(path, isolation_level=None)
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("UPDATE meta SET value = value WHERE key = 'revision'")
+        return self
+
+    def __exit__(self, *exc):
+        self.db.execute("ROLLBACK")
+        self.db.close()
+
+
+def test_a_locked_gallery_is_a_gallery_error_that_says_try_again(gallery):
+    """The old gallery let sqlite3.OperationalError escape: an MQTT enrolment that ended while `facelock
+    enroll` wrote stopped the service (exit 1)."""
+    with Gallery(gallery.path, timeout_s=0.1) as g, _WriteLock(gallery.path):
+        for change in (lambda: g.enroll("carol", embs(1, 5)), lambda: g.remove("bob"),
+                       lambda: g.rename("bob", "robert"), lambda: g.enroll_negative("Alice", embs(1, 6))):
+            with pytest.raises(GalleryError, match="database is locked, try again") as err:
+                change()
+            assert str(gallery.path) in str(err.value)
+    assert state(gallery)[0] == [("Alice", 3, 0), ("bob", 2, 0)]  # nothing half-written
+    with _WriteLock(gallery.path), pytest.raises(GalleryError, match="database is locked, try again"):
+        Gallery(gallery.path, timeout_s=0.1)  # opening for writing takes the lock too
+
+
+def test_read_only_open_reads_while_another_process_writes(gallery, tmp_path):
+    with _WriteLock(gallery.path), Gallery(gallery.path, read_only=True, timeout_s=0.1) as ro:
+        assert [(p.name, p.templates) for p in ro.people()] == [("Alice", 3), ("bob", 2)]
+        assert ro.snapshot().names == ("Alice", "bob") and ro.revision() == gallery.revision()
+        ro.export(tmp_path / "out.json")
+    assert len(json.loads((tmp_path / "out.json").read_text())["people"]) == 2
+    with Gallery(gallery.path, read_only=True) as ro, pytest.raises(GalleryError, match="readonly"):
+        ro.enroll("carol", embs(1, 7))
+    assert [p.name for p in gallery.people()] == ["Alice", "bob"]
+
+
+def test_read_only_open_writes_nothing(tmp_path):
+    with pytest.raises(GalleryError, match="no such gallery"):
+        Gallery(tmp_path / "absent.db", read_only=True)
+    assert not (tmp_path / "absent.db").exists()
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")  # an empty file: the writable open would create the schema in it
+    with pytest.raises(GalleryError, match="not a facelock gallery"):
+        Gallery(empty, read_only=True)
+    assert empty.read_bytes() == b""
+
+
+def test_people_list_and_export_answer_during_a_write(gallery, tmp_path, capsys):
+    """`people list` used to open for writing (BEGIN IMMEDIATE for the schema check) and wait out the
+    10-s busy timeout while the service or `facelock enroll` wrote."""
+    import time
+
+    path = str(gallery.path)
+    with _WriteLock(gallery.path):
+        start = time.monotonic()
+        assert main(["people", "--gallery", path, "list", "--json"]) == 0
+        assert main(["people", "--gallery", path, "export", str(tmp_path / "e.json")]) == 0
+        assert time.monotonic() - start < 3.0
+    out = capsys.readouterr().out
+    assert [p["name"] for p in json.loads(out.splitlines()[0])["people"]] == ["Alice", "bob"]
+    assert len(json.loads((tmp_path / "e.json").read_text())["people"]) == 2

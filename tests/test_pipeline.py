@@ -81,9 +81,9 @@ def test_process_picks_subject_and_times_stages():
 
 
 def test_process_stops_at_the_gates():
-    a = pipeline().process(scene((1, 320, 240, 40)))
+    a = pipeline().process(scene((1, 320, 240, 24)))
     assert a.face is not None and not a.usable and a.aligned is None
-    assert a.quality.failures[0] == TOO_SMALL and "face 40 px" in a.reason
+    assert a.quality.failures[0] == TOO_SMALL and "face 24 px" in a.reason
     assert a.times.embed == 0.0
     empty = pipeline().process(scene())
     assert empty.faces == () and empty.face is None and empty.reason == "no face"
@@ -99,8 +99,8 @@ def test_embed_image_wants_exactly_one_usable_face():
         p.embed_image(scene((1, 160, 240, 150), (2, 480, 240, 150)))
     with pytest.raises(NoFaceError, match="no face found"):
         p.embed_image(scene())
-    with pytest.raises(NoFaceError, match="not usable: face 40 px"):
-        p.embed_image(scene((1, 320, 240, 40)))
+    with pytest.raises(NoFaceError, match="not usable: face 24 px"):
+        p.embed_image(scene((1, 320, 240, 24)))
 
 
 def test_frames_to_decision_end_to_end(tmp_path):
@@ -176,7 +176,7 @@ def test_enroll_cli_camera_from_folder(tmp_path, fake_models, capsys):
     frames = tmp_path / "frames"
     frames.mkdir()
     photo(frames / "00.png")  # nobody yet
-    photo(frames / "01.png", (1, 320, 240, 40))  # too far
+    photo(frames / "01.png", (1, 320, 240, 24))  # too far
     for i in range(2, 6):
         photo(frames / f"{i:02d}.png", (1, 300 + 8 * i, 240, 150 + 4 * i))
     db = str(tmp_path / "g.db")

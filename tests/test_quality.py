@@ -73,7 +73,7 @@ def test_good_face_passes():
 
 
 @pytest.mark.parametrize("face, code", [
-    (face_at(320, 240, 50), TOO_SMALL),
+    (face_at(320, 240, 24), TOO_SMALL),
     (face_at(320, 240, 160, yaw=45), YAW),
     (face_at(320, 240, 160, roll=35), ROLL),
     (face_at(600, 240, 160), OUTSIDE_FRAME),  # right half outside the 640-px frame

@@ -163,10 +163,16 @@ def test_relay_times_out():
     relay.close()
 
 
-def test_commands_remove_unknown_and_known(broker, tmp_path):
-    config = _config(tmp_path, broker.port, commands=True)
+def test_commands_remove_unknown_and_known(secure_broker, tmp_path):
+    """Signed removes (tests/test_commands_security.py attacks the boundary), a malformed command, a LOCK."""
+    from edge.mqtt.signing import new_key, sign, write_key_file
+
+    key = new_key()
+    write_key_file(tmp_path / "command.key", key)
+    config = _config(tmp_path, secure_broker.port, commands=True, command_key_file=str(tmp_path / "command.key"),
+                     **secure_broker.tls_options("lock"))
     relay, _ = _relay(config)
-    sub = Subscriber(broker.port, ["facelock/svc/reply"])
+    sub = secure_broker.client("admin", ["facelock/svc/reply"])
     service = Service(config, components=(FakeDetector(), FakeAligner(), FakeEmbedder()),
                       source_factory=lambda _o: ListSource([0], 0.02, forever=True), relay=relay,
                       install_signals=False)
@@ -176,11 +182,11 @@ def test_commands_remove_unknown_and_known(broker, tmp_path):
         deadline = time.monotonic() + 10
         while not (service.link is not None and service.link.connected) and time.monotonic() < deadline:
             time.sleep(0.05)
-        sub.publish("facelock/svc/cmd/remove", b'{"name": "mallory", "id": "1"}')
+        sub.publish("facelock/svc/cmd/remove", sign(key, "facelock/svc/cmd/remove", {"name": "mallory", "id": "1"}))
         sub.publish("facelock/svc/cmd/remove", b'{"name": 7}')
         sub.publish("facelock/svc/cmd/remove", os.urandom(300))
-        sub.publish("facelock/svc/cmd/lock", b"OPEN")
-        sub.publish("facelock/svc/cmd/remove", b'{"name": "Alice", "id": "2"}')
+        sub.publish("facelock/svc/cmd/lock", b"LOCK")
+        sub.publish("facelock/svc/cmd/remove", sign(key, "facelock/svc/cmd/remove", {"name": "Alice", "id": "2"}))
         assert sub.wait_for(lambda m: len(m) >= 5, timeout=10)
         replies = [json.loads(p) for p, _ in sub.on("facelock/svc/reply")]
         by_id = {r.get("id"): r for r in replies}

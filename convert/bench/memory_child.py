@@ -13,16 +13,19 @@ import sys
 
 
 def run_ours(model: str, threads: int, frames: list) -> None:
+    from edge.models.store import DETECTOR, model_path
     from edge.vision.align import FaceAligner
-    from edge.vision.build import detector
+    from edge.vision.build import Stages, detector, landmarker
     from edge.vision.embed import TFLiteEmbedder
 
-    det = detector(num_threads=threads)
-    al, emb = FaceAligner(), TFLiteEmbedder(model, num_threads=threads)
+    marks = landmarker(num_threads=threads)
+    al, emb = FaceAligner(landmarker=marks), TFLiteEmbedder(model, num_threads=threads)
+    pipeline = Stages(detector(num_threads=threads), al, emb, marks,
+                      detector(model_path(DETECTOR), num_threads=threads)).pipeline()
     for f in frames:
-        faces = det.detect(f)
-        if faces:
-            emb.embed(al.align(f, faces[0]).chip[None])
+        face = pipeline.subject(f).face
+        if face is not None:
+            emb.embed(al.align(f, face).chip[None])
 
 
 def run_peer(frames: list) -> None:

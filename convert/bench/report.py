@@ -68,22 +68,31 @@ def _speed(s: dict, m: dict) -> list[str]:
     L = ["## 2. Speed", "",
          (f"Per-stage wall time in ms per 640×480 frame with one face (each test photo placed on a doorway the "
           f"way `make demo` does), {s['frames']} frames × {s['repeat']} passes, the same frames "
-          f"for every pipeline, in one run. *detect* on the whole frame; *align* = keypoints → 150×150 chip "
-          f"(peer: 5 landmarks + chip); *embed* = one chip; *match* = against a {s['gallery']}-template gallery "
+          f"for every pipeline, in one run. *detect* on the whole frame; *landmarks* = the face-landmark model "
+          f"on the detections (confirms them, gives the alignment points); *align* = subject + points → 150×150 "
+          f"chip (peer: 5 landmarks + chip); *embed* = one chip; *match* = against a {s['gallery']}-template gallery "
           "(facelock's matcher, for all). *total* is per frame with a face. The peer (dlib) has no thread "
           "setting and runs on one thread."), ""]
     rows = []
     for r in s["rows"]:
         rows.append([r["pipeline"], r["threads"], f"{r['faces_found']}/{r['frames']}"]
-                    + [f"{_f(r[k]['median'], '{:.2f}')} / {_f(r[k]['p95'], '{:.2f}')}"
-                       for k in ("detect", "align", "embed", "match", "total")])
-    L.append(_table(["pipeline", "threads", "faces", "detect", "align", "embed", "match", "total"], rows))
+                    + [f"{_f(r.get(k, {}).get('median'), '{:.2f}')} / {_f(r.get(k, {}).get('p95'), '{:.2f}')}"
+                       for k in ("detect", "landmarks", "align", "embed", "match", "total")])
+    L.append(_table(["pipeline", "threads", "faces", "detect", "landmarks", "align", "embed", "match", "total"],
+                    rows))
     L += ["", "(median / p95, ms)", ""]
     if not any(flag in m["simd"] for flag in ("vnni", "asimddp")):
         L += [(f"This CPU has no int8 dot-product instructions (SIMD: {m['simd'] or 'n/a'}): XNNPACK's int8 kernels "
                "then do about as many multiply-accumulates per cycle as its float ones, so int8 is no faster than "
-               "float here. The int8 advantage is on ARM (the Raspberry Pi's NEON, dot-product instructions on "
-               "Pi 5) and on the Edge TPU, which runs int8 only; int8 still makes the model 4x smaller."), ""]
+               "float here. On CPUs with AVX-512 VNNI / AMX the 50%-sparse int8 embedder is ~3.6x faster than "
+               "float TFLite on 2 threads (docs/conversion.md); the int8 advantage is also on ARM (the Raspberry "
+               "Pi's NEON, dot-product instructions on Pi 5) and on the Edge TPU, which runs int8 only; int8 "
+               "still makes the model 4x smaller."), ""]
+    else:
+        L += [(f"This CPU has int8 dot-product instructions (SIMD: {m['simd']}): XNNPACK's int8 kernels use them, "
+               "so the int8 embedder is several times faster than float here (the *embed* column; ~3.6x on 2 "
+               "threads on an AVX-512 VNNI / AMX Xeon). On an AVX2-only x86 CPU the two are about equal "
+               "(docs/conversion.md)."), ""]
     L += ["**Model files**", ""]
     L.append(_table(["file", "MB", "gzip MB"],
                     [[r["file"], f"{r['bytes'] / 1e6:.2f}", _f(r["gzip_bytes"] and r["gzip_bytes"] / 1e6, "{:.2f}")]
@@ -158,6 +167,14 @@ def render(res: dict) -> str:
     L += _cost(res["cost"], res)
     L += _scaling(res["scaling"])
     L += _merit(res["merit"])
+    if "security" in res:  # results.json of runs before this section existed has none
+        from convert.bench.security import render_security
+
+        L += render_security(res["security"]) + [""]
+    if "door" in res:  # nor this one
+        from convert.bench.door_section import render_door
+
+        L += render_door(res["door"])
     return "\n".join(L)
 
 

@@ -12,11 +12,13 @@ from convert.bench.accuracy import accuracy
 from convert.bench.conversions import conversions
 from convert.bench.cost import cost_curve
 from convert.bench.data import MAIN_SPARSITY, BenchOptions, dataset
+from convert.bench.door_section import door
 from convert.bench.machine import machine, versions
 from convert.bench.merit import figure_of_merit
 from convert.bench.peer import dlib_available
 from convert.bench.report import render
 from convert.bench.scaling import scaling
+from convert.bench.security import security
 from convert.bench.speed import latency_chips, speed
 from convert.bench.util import say
 
@@ -38,17 +40,21 @@ def run_bench(opts: BenchOptions) -> dict:
     main = convs[MAIN_SPARSITY]
     peer_ok = opts.peer and dlib_available()
 
-    say("1/5 accuracy")
+    say("1/7 accuracy")
     res["accuracy"] = accuracy(opts, ds, main, img)
-    say("2/5 speed")
+    say("2/7 speed")
     res["speed"] = speed(opts, ds, main, peer_ok)
     chips = latency_chips(opts, ds)
-    say("3/5 cost curve")
+    say("3/7 cost curve")
     res["cost"] = cost_curve(opts, {s: c for s, c in convs.items() if s in opts.sparsities}, chips, img)
-    say("4/5 gallery scaling")
+    say("4/7 gallery scaling")
     res["scaling"] = scaling(opts, img)
-    say("5/5 figure of merit")
+    say("5/7 figure of merit")
     res["merit"] = figure_of_merit(opts, main, chips)
+    say("6/7 security")
+    res["security"] = security(opts, ds, main, peer_ok)
+    say("7/7 door distance")
+    res["door"] = door(opts, ds, main, peer_ok, img)
     res["seconds"] = time.time() - started
     out = Path(opts.out)
     (out / "benchmarks.md").write_text(render(res))

@@ -18,7 +18,7 @@ from convert.bench.util import bar, say, stats
 from convert.errors import DataError
 
 SPEED_GALLERY = 50  # templates in the gallery matched against in the speed section (10 people x 5)
-STAGES = ("detect", "align", "embed", "match", "total")
+STAGES = ("detect", "landmarks", "align", "embed", "match", "total")
 
 
 def speed_frames(ds: DataSet, n: int) -> list[Path]:
@@ -39,38 +39,55 @@ def _record(times: dict, t0: float, t1: float, t2: float, t3: float, t4: float) 
         times[k].append((b - a) * 1e3)
 
 
-def time_ours(frames: list[np.ndarray], embedder_path: Path, threads: int, repeat: int, progress: bool,
-              desc: str) -> dict:
-    """facelock's per-frame path, stage by stage: BlazeFace, FaceAligner, the TFLite embedder, the matcher."""
-    from edge.vision.align import FaceAligner
-    from edge.vision.build import detector as load_detector
+def ours_stages(embedder_path: Path, threads: int, before: bool = False):
+    """facelock's stages around an embedder: today's (short-range BlazeFace tried first, full range for the
+    faces it misses, the landmark model, the landmark template) or, with `before`, those before the
+    landmark model (short-range BlazeFace, its keypoint template), to time the two on the same frames."""
+    from edge.models.store import DETECTOR, model_path
+    from edge.vision.align import KEYPOINT_TEMPLATE_FILE, FaceAligner, load_template
+    from edge.vision.build import Stages, detector, landmarker
     from edge.vision.embed import TFLiteEmbedder
 
-    detector = load_detector(num_threads=threads)
-    aligner = FaceAligner()
     embedder = TFLiteEmbedder(embedder_path, num_threads=threads)
+    near = detector(model_path(DETECTOR), num_threads=threads)
+    if before:
+        return Stages(near, FaceAligner(template=load_template(KEYPOINT_TEMPLATE_FILE)), embedder)
+    marks = landmarker(num_threads=threads)
+    return Stages(detector(num_threads=threads), FaceAligner(landmarker=marks), embedder, marks, near)
+
+
+def time_ours(frames: list[np.ndarray], embedder_path: Path, threads: int, repeat: int, progress: bool,
+              desc: str, before: bool = False) -> dict:
+    """facelock's per-frame path, stage by stage (`FacePipeline.subject`: the detectors, the landmark model on
+    their detections, none `before` it came, the subject; then FaceAligner, the TFLite embedder, the
+    matcher)."""
+    pipeline = ours_stages(embedder_path, threads, before).pipeline()
+    aligner, embedder = pipeline.aligner, pipeline.embedder
     matcher = _gallery_matcher(SPEED_GALLERY)
     times = {k: [] for k in STAGES}
     faces_found = 0
     # warm-up: the first invoke allocates and packs weights
     embedder.embed(np.zeros((1, 150, 150, 3), np.uint8))
-    detector.detect(frames[0])
+    pipeline.subject(frames[0])
     for r in bar(range(repeat * len(frames)), desc, progress):
         frame = frames[r % len(frames)]
         t0 = time.perf_counter()
-        faces = detector.detect(frame)
+        found = pipeline.subject(frame)
         t1 = time.perf_counter()
-        times["detect"].append((t1 - t0) * 1e3)
-        if not faces:
+        times["detect"].append(found.detect_ms)
+        if pipeline.landmarker is not None:
+            times["landmarks"].append(found.landmarks_ms)
+        if found.face is None:
             times["total"].append((t1 - t0) * 1e3)
             continue
         faces_found += r < len(frames)
-        aligned = aligner.align(frame, max(faces, key=lambda f: f.area))
+        aligned = aligner.align(frame, found.face)
         t2 = time.perf_counter()
         e = embedder.embed(aligned.chip[None])[0]
         t3 = time.perf_counter()
         matcher.match(e)
         _record(times, t0, t1, t2, t3, time.perf_counter())
+        times["align"][-1] += found.select_ms  # choosing the subject counts with the alignment, as before
     return {**{k: stats(v) for k, v in times.items()}, "faces_found": faces_found, "frames": len(frames)}
 
 
@@ -179,6 +196,9 @@ def speed(opts: BenchOptions, ds: DataSet, conv: Conversion, peer_ok: bool) -> d
         for label, path in (("float TFLite", float_path), (f"int8 ({conv.sparsity:.0%} sparse)", int8_path)):
             rows.append({"pipeline": f"facelock, {label}", "threads": threads,
                          **time_ours(frames, path, threads, opts.repeat, opts.progress, f"{label} {threads}t")})
+        rows.append({"pipeline": f"facelock before landmarks, int8 ({conv.sparsity:.0%} sparse)", "threads": threads,
+                     **time_ours(frames, int8_path, threads, opts.repeat, opts.progress, f"before {threads}t",
+                                 before=True)})
     if peer_ok:
         rows.append({"pipeline": PEER, "threads": 1, **time_peer(frames, opts.repeat, opts.progress)})
     size_rows = model_sizes(conv)

@@ -7,17 +7,16 @@ import sys
 
 import numpy as np
 
+from convert.progress import bar as progress_bar
+
 
 def say(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 def bar(items, desc: str, enabled: bool = True, total: int | None = None):
-    if not enabled:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, total=total, file=sys.stderr, leave=False, dynamic_ncols=True)
+    """A progress bar over `items`, on a terminal only (convert.progress)."""
+    return progress_bar(items, enabled=enabled, desc=desc, total=total, leave=False, dynamic_ncols=True)
 
 
 def stats(ms: list[float]) -> dict:

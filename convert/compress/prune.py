@@ -164,9 +164,9 @@ def distill(student, teacher, chips: np.ndarray, options: PruneOptions, checkpoi
         optimizer.apply_gradients(zip(grads, student.trainable_variables))
         return loss
 
-    from tqdm import tqdm
+    from convert.progress import bar as progress_bar
 
-    bar = tqdm(total=total_steps, initial=int(step), desc=desc, unit="step", file=sys.stderr, disable=not progress)
+    bar = progress_bar(total=total_steps, initial=int(step), desc=desc, unit="step", enabled=progress)
     losses: list[float] = []
     while int(step) < total_steps:
         epoch, offset = divmod(int(step), steps_per_epoch)

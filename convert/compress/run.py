@@ -1,6 +1,8 @@
 """`facelock convert`: Keras embedder + face photos -> pruned, int8, validated model bundle.
 
 Steps (each printed as it runs; the fine-tune resumes from its checkpoint in the work folder):
+ 0. load the model and check that it takes the chips its card says (--input-size, --channels,
+    --normalize, --template; the card goes into the bundle, see convert.model_card);
  1. align training faces with edge's own detector and aligner (train people only when the folder has an
     LFW-style split.csv);
  2. prune to the target sparsity, fine-tuned by distillation from the float model;
@@ -20,12 +22,13 @@ import shutil
 import sys
 import tarfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from convert.errors import DataError
+from convert.model_card import CardOptions
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class ConvertOptions:
     qat: bool = False  # quantization-aware fine-tune (sparsity kept) before int8 conversion
     qat_epochs: int = 1
     quick: bool = False
+    card: CardOptions = field(default_factory=CardOptions)  # the model's input size, channels, normalisation, template
 
     def quickened(self) -> ConvertOptions:
         """Small everything: for the demo and the tests (minutes, not an hour)."""
@@ -58,17 +62,15 @@ def _say(msg: str) -> None:
 
 
 def _embed(embedder, chips: np.ndarray, desc: str) -> np.ndarray:
-    from tqdm import tqdm
+    from convert.progress import bar
 
     out = []
     step = 64
-    for i in tqdm(range(0, len(chips), step), desc=desc, unit="batch", file=sys.stderr, leave=False):
+    for i in bar(range(0, len(chips), step), desc=desc, unit="batch", leave=False):
         out.append(embedder.embed(chips[i:i + step]))
     return np.concatenate(out)
 
 
-# What the embedder's int8 input means (the dlib port's preprocessing is a layer of the model).
-NORMALIZATION = "RGB pixel values 0..255; (x - dlib means)/256 is inside the model"
 
 
 @dataclass(frozen=True)
@@ -90,22 +92,30 @@ class Compressed:
     int8_source: object
     sparsity_rows: list
     float_tflite: Path
+    card: object  # edge.models.card.EmbedderCard, with the teacher's embedding space
 
 
 def run_convert(opts: ConvertOptions) -> dict:
-    from edge.models.store import DETECTOR, model_path
+    from convert.model_card import load_source
+    from edge.models.store import DETECTOR_FULL_RANGE, model_path
     from edge.vision.align import FaceAligner
-    from edge.vision.build import detector
+    from edge.vision.build import detector, landmarker
 
     started = time.time()
+    # First, so that a model that does not take the chips the card says is refused before any work.
+    source, card, template = load_source(opts.model, opts.card)
+    _say(f"model card: {card.chip_size}x{card.chip_size} {card.channels}, normalisation "
+         f"{card.normalization.describe()}, template {card.template}, {card.embedding_dim}-d")
     opts.workdir.mkdir(parents=True, exist_ok=True)
-    detector_file = model_path(DETECTOR)
+    detector_file = model_path(DETECTOR_FULL_RANGE)
     face_detector = detector(detector_file, num_threads=opts.threads)
-    aligner = FaceAligner()
+    # The lock's alignment: landmark points from the face-landmark model, which the bundle carries too.
+    marks = landmarker(num_threads=opts.threads)
+    aligner = FaceAligner(template=template, landmarker=marks)
 
     train = training_chips(opts, face_detector, aligner)  # 1.
     held_out = pair_chips(opts, face_detector, aligner, train.chips.shape[1:]) if opts.pairs else None
-    models = compress(opts, train)  # 2.
+    models = compress(opts, train, source, card)  # 2.
     int8_path = quantize_int8(opts, models.int8_source, train)  # 3.
     int8, report, threshold = validate_models(opts, models, int8_path, train, held_out)  # 4.
     compiled = edgetpu_step(int8_path, opts.workdir, report)  # 5.
@@ -151,12 +161,12 @@ def pair_chips(opts: ConvertOptions, detector, aligner, chip_shape: tuple[int, .
     return HeldOut(pairs, found, test_chips)
 
 
-def compress(opts: ConvertOptions, train) -> Compressed:
-    """2. The float model and its float TFLite file; pruning by distillation; the optional QAT fine-tune."""
-    from convert import dlib_port
+def compress(opts: ConvertOptions, train, teacher, card) -> Compressed:
+    """2. The float model (on RGB pixels: convert.model_card) and its float TFLite file; pruning by
+    distillation; the optional QAT fine-tune."""
     from convert.compress import prune, quantize
+    from convert.keras_embedder import embedding_space
 
-    teacher = dlib_port.load_keras_model(opts.model)
     float_tflite = opts.workdir / "embedder_float.tflite"
     float_tflite.write_bytes(quantize.to_tflite_float(teacher))
     student = teacher
@@ -177,7 +187,8 @@ def compress(opts: ConvertOptions, train) -> Compressed:
         qopts = prune.PruneOptions(target_sparsity=opts.sparsity, epochs=opts.qat_epochs, learning_rate=1e-5,
                                    batch_size=16 if opts.quick else 32)
         int8_source = prune.quantization_aware_finetune(student, teacher, train.chips, qopts, opts.workdir / "qat")
-    return Compressed(teacher, student, int8_source, sparsity_rows, float_tflite)
+    return Compressed(teacher, student, int8_source, sparsity_rows, float_tflite,
+                      card.with_space(embedding_space(teacher)))
 
 
 def quantize_int8(opts: ConvertOptions, model, train) -> Path:
@@ -198,7 +209,7 @@ def validate_models(opts: ConvertOptions, models: Compressed, int8_path: Path, t
     from convert.compress import prune, validate
     from edge.vision.embed import TFLiteEmbedder
 
-    int8 = TFLiteEmbedder(int8_path, num_threads=opts.threads)
+    int8 = TFLiteEmbedder(int8_path, num_threads=opts.threads, card=models.card)
     report: dict = {"sizes": _sizes(models.float_tflite, int8_path)}
     if models.sparsity_rows:
         report["sparsity"] = {"overall": prune.overall_sparsity(models.sparsity_rows),
@@ -218,7 +229,7 @@ def verify_pairs(opts: ConvertOptions, models: Compressed, int8, held_out: HeldO
     from convert.keras_embedder import KerasEmbedder
 
     pairs, found = held_out.pairs, held_out.found
-    embedders = {"float": KerasEmbedder(opts.model)}
+    embedders = {"float": KerasEmbedder(opts.model, card=models.card)}
     if models.student is not models.teacher:
         embedders["pruned float"] = KerasEmbedder(opts.workdir / "pruned.keras")
     embedders["int8"] = int8
@@ -259,6 +270,8 @@ def copy_bundle_files(opts: ConvertOptions, detector_file: Path, int8_path: Path
         shutil.rmtree(out)
     out.mkdir(parents=True)
     shutil.copy2(detector_file, out / "detector.tflite")
+    shutil.copy2(landmark_file(), out / "landmarks.tflite")
+    shutil.copy2(near_detector_file(), out / "near_detector.tflite")
     shutil.copy2(int8_path, out / "embedder.tflite")
     if compiled:
         shutil.copy2(compiled, out / "embedder_edgetpu.tflite")
@@ -269,18 +282,34 @@ def copy_bundle_files(opts: ConvertOptions, detector_file: Path, int8_path: Path
 def bundle_manifest(opts: ConvertOptions, models: Compressed, int8, aligner, threshold: dict, report: dict,
                     has_edgetpu: bool, started: float) -> dict:
     """The bundle's manifest (its structure: edge.models.bundle.build_manifest)."""
-    from convert.keras_embedder import embedding_space
     from edge.models.bundle import build_manifest
+    from edge.vision.detect import FULL_RANGE
 
     return build_manifest(
         embedder_file="embedder.tflite",
         edgetpu_file="embedder_edgetpu.tflite" if has_edgetpu else None,
         embedder_input=_io(int8.interpreter.input_details[0]),
         embedder_output=_io(int8.interpreter.output_details[0]),
-        space=embedding_space(models.teacher), normalization=NORMALIZATION,
+        space=models.card.space, normalization=models.card.bundled_input(), card=models.card,
         detector_file="detector.tflite", template=aligner.template.to_dict(),
         threshold=threshold, metrics=report, provenance=_provenance(opts, started),
+        detector_kind=FULL_RANGE.kind, detector_input_size=(FULL_RANGE.input_size, FULL_RANGE.input_size),
+        landmarks_file="landmarks.tflite", near_detector_file="near_detector.tflite",
     )
+
+
+def landmark_file() -> Path:
+    """The fetched face-landmark model the bundle carries (the board has no models folder of its own)."""
+    from edge.models.store import LANDMARKS, model_path
+
+    return model_path(LANDMARKS)
+
+
+def near_detector_file() -> Path:
+    """The fetched short-range BlazeFace the bundle carries: the board tries it before the full-range one."""
+    from edge.models.store import DETECTOR, model_path
+
+    return model_path(DETECTOR)
 
 
 def _provenance(opts: ConvertOptions, started: float) -> dict:

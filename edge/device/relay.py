@@ -32,7 +32,7 @@ class RelayOptions:
     enabled: bool = False
     """Drive a relay (and offer a lock entity in Home Assistant)."""
     pin: int = 17
-    """BCM GPIO number of the relay input."""
+    """BCM GPIO number of the relay input (0-27: the 40-pin header of every Pi since the B+)."""
     active_high: bool = True
     """True: the relay is energised (door open) with the pin high; false for active-low relay boards."""
     unlock_s: float = 5.0
@@ -42,7 +42,7 @@ class RelayOptions:
 
     def validate(self) -> RelayOptions:
         return check("relay", self, [
-            ("pin", 0 <= self.pin <= 53, "a BCM GPIO number 0-53"),
+            ("pin", 0 <= self.pin <= 27, "a BCM GPIO number 0-27 (the 40-pin header)"),
             ("unlock_s", 0 < self.unlock_s <= 600, "0 < seconds <= 600"),
             ("pin_factory", self.pin_factory in PIN_FACTORIES,
              "'', 'mock', 'lgpio', 'rpigpio', 'pigpio' or 'native'"),

@@ -8,7 +8,9 @@ refuses the person when a probe is at least as close to one of their negatives a
 
 Storage: WAL journal (the service reads while `facelock enroll` writes), foreign keys on, every change in
 one IMMEDIATE transaction (all of an enrolment or none of it), a `schema_version` table checked on open,
-and a `revision` number bumped by each change so a running matcher notices and reloads.
+and a `revision` number bumped by each change so a running matcher notices and reloads. `read_only=True`
+(`people list`, `export`) opens with SQLite's mode=ro: no schema writes and no write lock, so it reads at
+once while another process writes. Every SQLite error is a GalleryError naming the file.
 
 Export/import (JSON with names and embeddings only) is edge.identity.transfer; `export` and `import_`
 here call it.
@@ -29,6 +31,7 @@ from typing import Self
 import numpy as np
 
 from edge.errors import GalleryError
+from edge.files import SQLITE_COMPANIONS, private_file
 from edge.identity.templates import NEGATIVE, POSITIVE, GallerySnapshot, check_embeddings
 from edge.names import name_key, validate_name
 from edge.types import is_space_id, utc_now
@@ -61,9 +64,6 @@ CREATE INDEX IF NOT EXISTS templates_person ON templates(person_id, kind);
 """
 
 
-
-
-
 def default_gallery_path() -> Path:
     """$FACELOCK_GALLERY, else $XDG_DATA_HOME/facelock/gallery.db (~/.local/share/facelock/gallery.db)."""
     if os.environ.get(ENV_VAR):
@@ -92,33 +92,37 @@ class PersonInfo:
 class Gallery:
     """An open gallery file. Thread-safe (one connection behind a lock); open one per process."""
 
-    def __init__(self, path: str | os.PathLike | None = None, create: bool = True, timeout_s: float = 10.0):
+    def __init__(self, path: str | os.PathLike | None = None, create: bool = True, timeout_s: float = 10.0,
+                 read_only: bool = False):
         self.path = Path(path) if path is not None else default_gallery_path()
-        if not self.path.exists():
-            if not create:
+        self.read_only = read_only
+        try:
+            if not self.path.exists() and (read_only or not create):
                 raise GalleryError(f"{self.path}: no such gallery (enrol someone first)")
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise GalleryError(f"{self.path}: cannot create its folder ({exc.strerror})") from exc
+            if not read_only:  # templates are biometric data: 0600 before SQLite first writes, whatever the umask
+                private_file(self.path, companions=SQLITE_COMPANIONS)
+        except OSError as exc:
+            raise GalleryError(f"{self.path}: cannot create or open it ({exc.strerror})") from exc
         self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
-                                       check_same_thread=False)
+            target = f"{self.path.resolve().as_uri()}?mode=ro" if read_only else self.path
+            self._db = sqlite3.connect(target, timeout=timeout_s, isolation_level=None, check_same_thread=False,
+                                       uri=read_only)
             self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            if not read_only:
+                self._db.execute("PRAGMA journal_mode = WAL")
             self._init_schema()
-        except (sqlite3.DatabaseError, GalleryError) as exc:
+        except (sqlite3.Error, GalleryError) as exc:
             if hasattr(self, "_db"):
                 self._db.close()
             if isinstance(exc, GalleryError):
                 raise
-            raise GalleryError(f"{self.path}: not a facelock gallery or unreadable ({exc})") from exc
+            raise self._error(exc, "not a facelock gallery or unreadable") from exc
 
     # -- plumbing -----------------------------------------------------------------------------------------
 
     def _init_schema(self) -> None:
-        with self._tx() as db:
+        with self._tx(write=not self.read_only) as db:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if "schema_version" in tables:
                 rows = db.execute("SELECT version FROM schema_version").fetchall()
@@ -128,7 +132,7 @@ class Gallery:
                     raise GalleryError(f"{self.path}: gallery schema version {rows[0][0]}, this facelock reads "
                                        f"version {SCHEMA_VERSION} (made by another facelock version?)")
                 return
-            if tables - {"sqlite_sequence"}:
+            if tables - {"sqlite_sequence"} or self.read_only:
                 raise GalleryError(f"{self.path}: an SQLite file but not a facelock gallery "
                                    f"(tables {sorted(tables)}, no schema_version)")
             for stmt in _SCHEMA.split(";"):
@@ -138,17 +142,35 @@ class Gallery:
             db.execute("INSERT INTO meta (key, value) VALUES ('revision', '0')")
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction (takes the write lock up front: no upgrade deadlocks with readers)."""
+    def _sql(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; an sqlite3 error becomes a GalleryError naming the file."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error, what: str = "") -> GalleryError:
+        """SQLITE_BUSY/LOCKED (another process held the lock for longer than `timeout_s`) is worth a retry."""
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            return GalleryError(f"{self.path}: database is locked, try again (another process is writing to it)")
+        corrupt = type(exc) is sqlite3.DatabaseError  # "file is not a database", ...
+        what = what or ("not a facelock gallery or unreadable" if corrupt else "SQLite error")
+        return GalleryError(f"{self.path}: {what} ({exc})")
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction: IMMEDIATE to write (the write lock up front: no upgrade deadlocks with readers),
+        else a plain read (one consistent view, no write lock: WAL readers never wait for writers)."""
+        with self._sql() as db:
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
             else:
-                self._db.execute("COMMIT")
+                db.execute("COMMIT")
 
     def _bump(self, db: sqlite3.Connection) -> None:
         db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'")
@@ -284,12 +306,12 @@ class Gallery:
 
     def revision(self) -> int:
         """A number that changes with every committed change (from any process)."""
-        with self._lock:
-            return int(self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
+        with self._sql() as db:
+            return int(db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
 
     def people(self) -> list[PersonInfo]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._sql() as db:
+            rows = db.execute(
                 "SELECT p.name, p.created, p.updated, "
                 "  COALESCE(SUM(t.kind = 'positive'), 0), COALESCE(SUM(t.kind = 'negative'), 0) "
                 "FROM people p LEFT JOIN templates t ON t.person_id = p.id GROUP BY p.id ORDER BY p.key"
@@ -299,12 +321,12 @@ class Gallery:
 
     def embeddings(self, name: str, kind: str = POSITIVE) -> np.ndarray:
         """(N, D) float32 templates (or negatives) of one person; GalleryError if no such person."""
-        with self._lock:
-            pid = self._person_id(self._db, name)
+        with self._sql() as db:
+            pid = self._person_id(db, name)
             if pid is None:
                 raise GalleryError(f"no person {name!r} in {self.path}")
-            rows = self._db.execute("SELECT dim, embedding FROM templates WHERE person_id = ? AND kind = ? "
-                                    "ORDER BY id", (pid, kind)).fetchall()
+            rows = db.execute("SELECT dim, embedding FROM templates WHERE person_id = ? AND kind = ? "
+                              "ORDER BY id", (pid, kind)).fetchall()
         if not rows:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([np.frombuffer(r[1], dtype="<f4", count=r[0]) for r in rows]).astype(np.float32)
@@ -314,16 +336,12 @@ class Gallery:
         running embedder's, see `embedding_space`), templates recorded as made in another embedding space
         are left out and counted: their cosines with this model's embeddings mean nothing. Templates of an
         unknown space (older galleries, bare .tflite models) are kept."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                revision = int(self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
-                rows = self._db.execute(
-                    "SELECT p.id, p.name, t.kind, t.dim, t.embedding, t.model FROM templates t "
-                    "JOIN people p ON p.id = t.person_id ORDER BY p.key, t.id"
-                ).fetchall()
-            finally:
-                self._db.execute("COMMIT")
+        with self._tx(write=False) as db:
+            revision = int(db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
+            rows = db.execute(
+                "SELECT p.id, p.name, t.kind, t.dim, t.embedding, t.model FROM templates t "
+                "JOIN people p ON p.id = t.person_id ORDER BY p.key, t.id"
+            ).fetchall()
         foreign = [r for r in rows if space and is_space_id(r[5]) and r[5] != space]
         if foreign:
             rows = [r for r in rows if not (is_space_id(r[5]) and r[5] != space)]

@@ -40,7 +40,7 @@ import numpy as np
 from edge.errors import GalleryError
 from edge.identity.gallery import Gallery
 from edge.identity.templates import GallerySnapshot
-from edge.options import check
+from edge.options import DAY_S, check
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class MatchOptions:
         """Raise ConfigError naming the first field out of range."""
         return check("match", self, [
             ("negative_margin", -1.0 <= self.negative_margin <= 1.0, "in [-1, 1]"),
+            ("reload_check_s", self.reload_check_s <= DAY_S, "<= 86400 seconds (< 0: never)"),
         ])
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import GalleryError
+from edge.files import PRIVATE
 from edge.identity.templates import NEGATIVE, POSITIVE, check_embeddings
 from edge.names import name_key, validate_name
 from edge.types import utc_now
@@ -40,8 +41,11 @@ def export_gallery(gallery: Any, path: str | os.PathLike) -> int:
     doc = {"schema": EXPORT_SCHEMA, "exported": utc_now(), "people": people}
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(doc), encoding="utf-8")
+    try:  # embeddings are biometric data: the export is 0600 like the gallery
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), PRIVATE)  # a leftover .tmp from a crash keeps its old mode otherwise
+            fh.write(json.dumps(doc))
         os.replace(tmp, path)
     except OSError as exc:
         raise GalleryError(f"{path}: cannot write export ({exc.strerror})") from exc

@@ -7,8 +7,11 @@ naming the file, because a half-copied model would otherwise give silently wrong
 manifest.json (schema "facelock.bundle/1"):
     schema, created (UTC), files {name: {sha256, bytes}},
     embedder {file, edgetpu_file, input {size, layout, channels, dtype, scale, zero_point, normalization},
-              output {dim, dtype, scale, zero_point, l2_normalize}},
+              output {dim, dtype, scale, zero_point, l2_normalize},
+              card {...}},                  # the model card (edge.models.card); none = dlib's port, 150x150
     detector {file, kind, input_size},
+    landmarks {file, kind, input_size},         # optional: the face-landmark model (bundles since it came)
+    near_detector {file, kind, input_size},     # optional: short-range BlazeFace, tried before `detector`
     alignment {chip_size, template},           # the template the chips were calibrated with
     threshold {cosine, target_far, chosen_on},  # operating point and the data that justified it
     metrics {...}, provenance {...}
@@ -19,25 +22,38 @@ lives in this module only.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import re
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Self
 
 from edge.errors import BundleError
 from edge.files import sha256_file
+from edge.models.card import EmbedderCard, card_of_manifest
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "facelock.bundle/1"
 MANIFEST = "manifest.json"
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+# Top-level manifest keys that describe the bundle rather than name files the board loads.
+_NOT_LOADED = frozenset({"files", "metrics", "provenance"})
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Folders that archives were extracted into and that a Bundle still owns; removed on close() or at exit.
+_OWNED: set[Path] = set()
 
+
+def is_archive(path: str | os.PathLike) -> bool:
+    return Path(path).name.endswith(ARCHIVE_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -49,11 +65,26 @@ class Threshold:
 
 @dataclass(frozen=True)
 class Bundle:
+    """An opened bundle. `owned`: the temporary folder a .tar.gz was extracted into, removed by `close()`
+    (or at interpreter exit); None for a bundle folder, which is never touched."""
+
     path: Path
     manifest: dict[str, Any]
+    owned: Path | None = field(default=None, repr=False, compare=False)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.owned is not None:
+            _remove_owned(self.owned)
 
     def file(self, name: str) -> Path:
-        return self.path / name
+        """The path of a file the manifest names; BundleError when the name leaves the bundle."""
+        return _inside(self.path, name, f"{self.path / MANIFEST}: file {name!r}")
 
     @property
     def threshold(self) -> Threshold:
@@ -81,15 +112,50 @@ class Bundle:
         return self.file(self.manifest["detector"]["file"])
 
     @property
+    def near_detector_file(self) -> Path | None:
+        """The short-range detector tried before `detector_file` (None for bundles without one)."""
+        entry = self.manifest.get("near_detector") or {}
+        return self.file(entry["file"]) if entry.get("file") else None
+
+    @property
+    def landmarks_file(self) -> Path | None:
+        """The face-landmark model, or None for a bundle made before it (keypoint alignment)."""
+        entry = self.manifest.get("landmarks") or {}
+        return self.file(entry["file"]) if entry.get("file") else None
+
+    @property
+    def card(self) -> EmbedderCard:
+        """The embedder's model card: chip size, channels, normalisation, dim, template (DEFAULT_CARD, dlib's
+        port, for a bundle made before cards)."""
+        return card_of_manifest(self.manifest, str(self.path / MANIFEST))
+
+    @property
     def alignment_template(self) -> dict[str, Any]:
         return self.manifest["alignment"]["template"]
 
 
 def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
-    """Open a bundle folder (or .tar.gz), check its schema and every file's sha256."""
+    """Open a bundle folder (or .tar.gz) and check it whole: its schema; every file the board loads
+    (embedder, Edge TPU embedder, detector, any other `file`/`*_file` key) listed in `files` with sha256
+    and bytes; every name inside the bundle; with `verify`, every listed file's size and sha256.
+
+    An archive is extracted into a temporary folder that the returned Bundle owns (`close()` or `with`
+    removes it; so does interpreter exit); when the bundle is refused the folder is removed at once."""
     path = Path(path)
-    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
-        path = _extract(path)
+    owned = None
+    if path.is_file() and is_archive(path):
+        owned, path = _extract(path)
+    try:
+        manifest = _read_manifest(path)
+        _check_files(path, manifest, verify)
+    except BaseException:
+        if owned is not None:
+            _remove_owned(owned)
+        raise
+    return Bundle(path=path, manifest=manifest, owned=owned)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{path}: not a model bundle (no {MANIFEST}); build one with `facelock convert`")
@@ -103,32 +169,143 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
     for key in ("files", "embedder", "detector", "alignment"):
         if key not in manifest:
             raise BundleError(f"{manifest_path}: missing key {key!r}")
-    if verify:
-        for name, meta in manifest["files"].items():
-            f = path / name
-            if not f.is_file():
-                raise BundleError(f"{f}: listed in {MANIFEST} but missing")
-            size = f.stat().st_size
-            digest = sha256_file(f) if size == meta["bytes"] else None
-            if size != meta["bytes"] or digest != meta["sha256"]:
-                found = f"{size} bytes" if digest is None else f"sha256 {digest[:16]}…"
-                wanted = f"{meta['bytes']} bytes" if digest is None else f"sha256 {meta['sha256'][:16]}…"
-                raise BundleError(f"{f}: checksum does not match {MANIFEST} ({found}, expected {wanted}): a "
-                                  "corrupt, truncated or replaced copy; copy the bundle again")
-    return Bundle(path=path, manifest=manifest)
+    for key in ("embedder", "detector"):
+        if not isinstance(manifest[key], dict) or not manifest[key].get("file"):
+            raise BundleError(f"{manifest_path}: {key}.file is missing (the {key} model the board loads)")
+    card = card_of_manifest(manifest, str(manifest_path))  # a malformed model card is refused here
+    chip = manifest["alignment"].get("chip_size") if isinstance(manifest["alignment"], dict) else None
+    if chip is not None and chip != card.chip_size:
+        raise BundleError(f"{manifest_path}: alignment.chip_size {chip} differs from the model card's input_size "
+                          f"{list(card.input_size)}; rebuild the bundle with `facelock convert`")
+    return manifest
 
 
-def _extract(archive: Path) -> Path:
+def _check_files(path: Path, manifest: dict[str, Any], verify: bool) -> None:
+    manifest_path = path / MANIFEST
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise BundleError(f"{manifest_path}: 'files' must map each file name to {{sha256, bytes}}")
+    for key, name in referenced_files(manifest):
+        if not isinstance(name, str) or name not in files:
+            raise BundleError(f"{manifest_path}: {key} {name!r} is not listed in 'files' with its sha256 and "
+                              "bytes, so it cannot be verified; rebuild the bundle with `facelock convert`")
+    for name, meta in files.items():
+        where = f"{manifest_path}: files[{name!r}]"
+        f = _inside(path, name, where)
+        if not isinstance(meta, dict):
+            raise BundleError(f"{where}: expected {{sha256, bytes}}, got {type(meta).__name__}")
+        size, digest = meta.get("bytes"), meta.get("sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BundleError(f"{where}: 'bytes' missing or not a size in bytes (got {size!r})")
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise BundleError(f"{where}: 'sha256' missing or not 64 lowercase hex digits")
+        if not verify:
+            continue
+        if not f.is_file():
+            raise BundleError(f"{f}: listed in {MANIFEST} but missing")
+        found_size = f.stat().st_size
+        found = sha256_file(f) if found_size == size else None
+        if found != digest:
+            got = f"{found_size} bytes" if found is None else f"sha256 {found[:16]}…"
+            wanted = f"{size} bytes" if found is None else f"sha256 {digest[:16]}…"
+            raise BundleError(f"{f}: checksum does not match {MANIFEST} ({got}, expected {wanted}): a "
+                              "corrupt, truncated or replaced copy; copy the bundle again")
+
+
+def referenced_files(manifest: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(key, name) of every file the board loads: each `file` or `*_file` key with a value, at any depth,
+    outside `files`, `metrics` and `provenance`."""
+    found: list[tuple[str, Any]] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                key = f"{where}.{k}" if where else str(k)
+                if not where and k in _NOT_LOADED:
+                    continue
+                if (k == "file" or str(k).endswith("_file")) and v is not None:
+                    found.append((key, v))
+                else:
+                    walk(v, key)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}[{i}]")
+
+    walk(manifest, "")
+    return found
+
+
+def _inside(root: Path, name: Any, where: str) -> Path:
+    """root/name, refusing names that are not plain relative paths or that resolve (symlinks followed)
+    outside root."""
+    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
+        raise BundleError(f"{where}: not a file name inside the bundle")
+    parts = PurePosixPath(name).parts
+    if PurePosixPath(name).is_absolute() or ".." in parts or not parts:
+        raise BundleError(f"{where}: must be a relative path inside the bundle (no absolute path, no '..')")
+    target = root / name
+    real_root = root.resolve()
+    if not target.resolve().is_relative_to(real_root):
+        raise BundleError(f"{where}: resolves to {target.resolve()}, outside the bundle {real_root} (a symlink?)")
+    return target
+
+
+def _remove_owned(folder: Path) -> None:
+    _OWNED.discard(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@atexit.register
+def _remove_all_owned() -> None:
+    for folder in list(_OWNED):
+        _remove_owned(folder)
+
+
+def _extract(archive: Path) -> tuple[Path, Path]:
+    """Extract a bundle archive into a new temporary folder: (that folder, the bundle folder inside)."""
     target = Path(tempfile.mkdtemp(prefix="facelock-bundle-"))
+    _OWNED.add(target)
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(target, filter="data")
-    except (tarfile.TarError, OSError) as exc:
+            members = safe_members(tar, archive)
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4; Bookworm's 3.11.2 has no filters
+                tar.extractall(target, members=members, filter="data")
+            else:
+                tar.extractall(target, members=members)  # members checked by safe_members
+        found = [p.parent for p in target.rglob(MANIFEST)]
+        if len(found) != 1:
+            raise BundleError(f"{archive}: expected one {MANIFEST} inside, found {len(found)}")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        _remove_owned(target)
         raise BundleError(f"{archive}: not a readable bundle archive ({exc})") from exc
-    found = [p.parent for p in target.rglob(MANIFEST)]
-    if len(found) != 1:
-        raise BundleError(f"{archive}: expected one {MANIFEST} inside, found {len(found)}")
-    return found[0]
+    except BaseException:
+        _remove_owned(target)
+        raise
+    return target, found[0]
+
+
+def safe_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
+    """The archive's members, refusing what could write outside the extraction folder or make something
+    other than files and folders: absolute names, '..', links that may leave it, devices, FIFOs.
+    Owners and set-id bits are dropped (the extracting user owns everything)."""
+    members = []
+    for m in tar.getmembers():
+        where = f"{archive}: member {m.name!r}"
+        parts = PurePosixPath(m.name).parts
+        if PurePosixPath(m.name).is_absolute() or ".." in parts or "\\" in m.name:
+            raise BundleError(f"{where}: absolute or '..' path (refused: it would write outside the bundle)")
+        if m.issym() or m.islnk():
+            # A link whose target has no '..' and is not absolute resolves downward from its own folder,
+            # however links chain, so nothing can be written or read through it outside the folder.
+            link = PurePosixPath(m.linkname)
+            if link.is_absolute() or ".." in link.parts or "\\" in m.linkname:
+                raise BundleError(f"{where}: link to {m.linkname!r} may leave the archive (refused)")
+        elif not (m.isfile() or m.isdir()):
+            raise BundleError(f"{where}: not a file or folder (devices and FIFOs are refused)")
+        m.mode &= 0o755
+        m.uid, m.gid, m.uname, m.gname = os.getuid(), os.getgid(), "", ""
+        members.append(m)
+    return members
 
 
 def build_manifest(*, embedder_file: str, embedder_input: Mapping[str, Any], embedder_output: Mapping[str, Any],
@@ -136,7 +313,8 @@ def build_manifest(*, embedder_file: str, embedder_input: Mapping[str, Any], emb
                    threshold: Mapping[str, Any], metrics: Mapping[str, Any], provenance: Mapping[str, Any],
                    edgetpu_file: str | None = None, detector_kind: str = "blazeface_short_range",
                    detector_input_size: tuple[int, int] = (128, 128), chip_size: int = 150,
-                   created: datetime | None = None) -> dict[str, Any]:
+                   landmarks_file: str | None = None, card: EmbedderCard | None = None,
+                   near_detector_file: str | None = None, created: datetime | None = None) -> dict[str, Any]:
     """The manifest of a bundle, as `write_manifest` writes it (which adds `schema` and `files`).
 
     embedder_input / embedder_output: the int8 tensors, {size (without the batch), dtype, scale, zero_point};
@@ -144,8 +322,17 @@ def build_manifest(*, embedder_file: str, embedder_input: Mapping[str, Any], emb
     is the embedding space (the source model's). `template`: the alignment template (AlignTemplate.to_dict)
     the chips of `chip_size` were calibrated with. `threshold`: the operating point, {cosine, target_far,
     chosen_on} and, when known, train_far / train_frr. `metrics` and `provenance` are kept as given.
+    `landmarks_file`: MediaPipe's face-landmark model, when the template is a landmark one. `card`: the
+    embedder's model card (its input size is then the chip size). `near_detector_file`: the short-range
+    BlazeFace the board tries before `detector_file`.
     """
+    chip_size = card.chip_size if card is not None else chip_size
     created = created or datetime.now(UTC)
+    landmarks = ({"landmarks": {"file": landmarks_file, "kind": "mediapipe_face_landmark", "input_size": [192, 192]}}
+                 if landmarks_file else {})
+    if near_detector_file:
+        landmarks["near_detector"] = {"file": near_detector_file, "kind": "blazeface_short_range",
+                                      "input_size": [128, 128]}
     return {
         "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "embedder": {
@@ -154,8 +341,10 @@ def build_manifest(*, embedder_file: str, embedder_input: Mapping[str, Any], emb
             "input": {**embedder_input, "layout": "NHWC", "channels": "RGB", "normalization": normalization},
             "output": {**embedder_output, "l2_normalize": True},
             "space": space,
+            **({"card": card.to_dict()} if card is not None else {}),
         },
         "detector": {"file": detector_file, "kind": detector_kind, "input_size": list(detector_input_size)},
+        **landmarks,
         "alignment": {"chip_size": chip_size, "template": dict(template)},
         "threshold": {k: threshold[k] for k in ("cosine", "target_far", "chosen_on", "train_far", "train_frr")
                       if k in threshold or k in ("cosine", "target_far", "chosen_on")},

@@ -55,6 +55,30 @@ CATALOGUE: dict[str, ModelSpec] = {
             description="BlazeFace short-range face detector (128x128, 6 keypoints)",
         ),
         ModelSpec(
+            filename="face_detection_full_range_sparse.tflite",
+            sha256="2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+            size=676_746,
+            package="mediapipe",
+            version="0.10.14",
+            module="mediapipe",
+            member="modules/face_detection/face_detection_full_range_sparse.tflite",
+            license="Apache-2.0",
+            pip_args=("--python-version", "3.11", "--platform", "manylinux_2_17_x86_64"),
+            description="BlazeFace full-range face detector (192x192, 6 keypoints; faces at door distance)",
+        ),
+        ModelSpec(
+            filename="face_landmark.tflite",
+            sha256="1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+            size=1_242_398,
+            package="mediapipe",
+            version="0.10.14",
+            module="mediapipe",
+            member="modules/face_landmark/face_landmark.tflite",
+            license="Apache-2.0",
+            pip_args=("--python-version", "3.11", "--platform", "manylinux_2_17_x86_64"),
+            description="MediaPipe face mesh (468 points and a face-presence score on a 192x192 crop)",
+        ),
+        ModelSpec(
             filename="dlib_face_recognition_resnet_model_v1.dat",
             sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
             size=22_466_066,
@@ -82,6 +106,8 @@ CATALOGUE: dict[str, ModelSpec] = {
 }
 
 DETECTOR = "face_detection_short_range.tflite"
+DETECTOR_FULL_RANGE = "face_detection_full_range_sparse.tflite"
+LANDMARKS = "face_landmark.tflite"
 DLIB_RESNET = "dlib_face_recognition_resnet_model_v1.dat"
 DLIB_SHAPE5 = "shape_predictor_5_face_landmarks.dat"
 

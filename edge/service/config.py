@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError
-from edge.options import build_options, describe, field_docs, toml_value, wrap
+from edge.options import build_options, describe, field_docs, shown, toml_value, wrap
 
 # section -> "module:Class". Imported lazily so that reading this table costs nothing.
 SECTIONS: dict[str, str] = {
@@ -32,6 +32,7 @@ SECTIONS: dict[str, str] = {
     "model": "edge.service.options:ModelOptions",
     "source": "edge.device.sources:SourceOptions",
     "detector": "edge.vision.detect:DetectorOptions",
+    "landmarks": "edge.vision.landmarks:LandmarkOptions",
     "quality": "edge.vision.quality:QualityOptions",
     "gallery": "edge.service.options:GalleryOptions",
     "match": "edge.identity.match:MatchOptions",
@@ -47,6 +48,7 @@ SECTION_TITLES = {
     "model": "The model bundle (or .tflite embedder) and interpreter threads.",
     "source": "Where frames come from.",
     "detector": "Face detector (BlazeFace).",
+    "landmarks": "Face-landmark model: confirms detections are faces and gives the points the chip is cut from.",
     "quality": "Subject selection and quality gates.",
     "gallery": "The enrolment database.",
     "match": "Matching a face against the gallery.",
@@ -103,7 +105,7 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
             raise ConfigError(f"{name}: unknown section [{section}]; expected one of "
                               f"{', '.join('[' + s + ']' for s in SECTIONS)}")
         if not isinstance(table, dict):
-            raise ConfigError(f"{name}: {section} = {table!r}: expected a table [{section}]")
+            raise ConfigError(f"{name}: {section} = {shown(section, table)}: expected a table [{section}]")
     for section in SECTIONS:
         table = data.get(section, {})
         sections[section] = build_options(options_class(section), table, section, name)
@@ -126,7 +128,14 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text ({exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
-    return parse_config(data, path)
+    except RecursionError:  # tomllib recurses once per level of nested arrays or inline tables
+        raise ConfigError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
+    except (ValueError, OverflowError) as exc:  # an integer past Python's 4,300-digit limit, ...
+        raise ConfigError(f"{path}: not valid TOML ({type(exc).__name__}: {str(exc)[:100]})") from None
+    try:
+        return parse_config(data, path)
+    except (RecursionError, ArithmeticError, ValueError, TypeError) as exc:  # ConfigError is none of these
+        raise ConfigError(f"{path}: values out of range ({type(exc).__name__}: {str(exc)[:100]})") from None
 
 
 EXAMPLE_HEADER = (

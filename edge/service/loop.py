@@ -33,15 +33,17 @@ from edge.device.systemd import sd_notify, watchdog_interval
 from edge.errors import FacelockError
 from edge.identity.decide import DecideOptions, Decider, Outcome
 from edge.identity.gallery import Gallery
+from edge.identity.lockout_store import LockoutStore
 from edge.identity.match import Matcher
 from edge.models.bundle import Bundle, load_bundle
-from edge.mqtt.discovery import Discovery
+from edge.mqtt.discovery import Discovery, offers_lock_entity
 from edge.mqtt.link import MqttLink
 from edge.mqtt.outbox import Outbox
+from edge.mqtt.signing import open_verifier
 from edge.service.commands import Commands
 from edge.service.events import Events
 from edge.service.options import ServiceOptions
-from edge.service.stats import StageStats, stage_dict
+from edge.service.stats import StageStats, delivery_state, delivery_stats, delivery_version, stage_dict
 from edge.vision.build import Stages, bundle_stages, load_pipeline_components
 from edge.vision.pipeline import FacePipeline
 from edge.vision.quality import QualityGate
@@ -92,6 +94,7 @@ class Service:
         self._watchdog: float | None = None
         self._last_watchdog = self._last_stats = self._state_at = 0.0
         self._published_unlocked = False
+        self._published_delivery = (0, 0)  # delivery_version of the last state published
 
     # -- construction ----------------------------------------------------------------------------------------
 
@@ -102,16 +105,22 @@ class Service:
         self.backend = _describe_backend(embedder)
         self.gallery = Gallery(c.gallery.path or None)
         self.matcher = Matcher(self.gallery, c.match, space=getattr(embedder, "space", ""))
-        self.pipeline = FacePipeline(detector, aligner, embedder, QualityGate(c.quality), self.matcher)
-        self.decider = Decider(self._decide_options(bundle))
+        self.pipeline = FacePipeline(detector, aligner, embedder, QualityGate(c.quality), self.matcher,
+                                     landmarker=getattr(stages, "landmarker", None),
+                                     near_detector=getattr(stages, "near_detector", None))
+        # failed attempts and the lockout survive restarts and power cuts (edge.identity.lockout_store)
+        self.decider = Decider(self._decide_options(bundle), LockoutStore(c.decide.state_path or None))
         self.relay = self._relay if self._relay is not None else open_relay(c.relay)
         self.has_lock = not isinstance(self.relay, NoRelay)
         self.outbox = Outbox(c.outbox)
         self.link = MqttLink(c.mqtt, self.outbox)
-        self.events = Events(self.link, self.stats, c.mqtt.device_id)
+        self.events = Events(self.link, self.stats, c.mqtt.device_id, c.mqtt.reveal_candidates)
+        # signed commands: the key, and the used nonces in the state directory (next to the outbox)
+        verifier = open_verifier(c.mqtt.command_key_file, self.outbox.path.with_name("command-nonces.json"))
         self.commands = Commands(self.options, self.link, self.gallery, self.matcher, self.relay, self.has_lock,
-                                 self.pipeline.quality.options.min_face_px, self._publish_state)
-        self.discovery = Discovery(c.homeassistant, self.link, self.has_lock).attach()
+                                 self.pipeline.quality.options.min_face_px, self._publish_state, self.events,
+                                 verifier, c.mqtt.unsigned_unlock, lambda: bool(self.state()["locked_out"]))
+        self.discovery = Discovery(c.homeassistant, self.link, offers_lock_entity(c.mqtt, self.has_lock)).attach()
 
     def _load_model(self) -> tuple[Stages | tuple, Bundle | None]:
         """The detector, aligner and embedder, and the bundle they came from (None for a bare model). The
@@ -125,9 +134,11 @@ class Service:
         if self._components is not None:
             return self._components, bundle
         if bundle is not None:
-            return bundle_stages(bundle, model.num_threads, self.config.detector), bundle
+            return bundle_stages(bundle, model.num_threads, self.config.detector,
+                                 landmark_options=self.config.landmarks), bundle
         stages = load_pipeline_components(model.path or None, num_threads=model.num_threads,
-                                          detector_options=self.config.detector)
+                                          detector_options=self.config.detector,
+                                          landmark_options=self.config.landmarks)
         return stages, None
 
     def _decide_options(self, bundle: Bundle | None) -> DecideOptions:
@@ -157,13 +168,15 @@ class Service:
                 "people": len(self.matcher.names), "enrolling": enrolment.name if enrolment else None,
                 # people enrolled with another embedder: left out of matching until enrolled again
                 "stale_people": list(self.matcher.snapshot.ignored),
-                "backend": self.backend}
+                "backend": self.backend, **delivery_state(self.outbox, self.link)}
 
     def _publish_state(self) -> None:
+        delivery = delivery_version(self.outbox, self.link)  # before the state: a change after it shows next time
         state = self.state()
         self.link.publish_state(state)
         self._state_at = time.monotonic()
         self._published_unlocked = state["lock"] == "UNLOCKED"
+        self._published_delivery = delivery
 
     # -- run ---------------------------------------------------------------------------------------------------
 
@@ -189,8 +202,8 @@ class Service:
             while not self.stopping:
                 try:
                     source = self._open_source()
-                except FacelockError as exc:
-                    log.error("service: cannot open the source: %s; retrying in %.0f s", exc,
+                except Exception as exc:  # noqa: BLE001 -- SourceError, or a camera driver's own error
+                    log.error("service: cannot open the source: %s; retrying in %.0f s", _why(exc),
                               self.options.source_retry_s)
                     self._sleep(self.options.source_retry_s)
                     continue
@@ -203,14 +216,19 @@ class Service:
                         except StopIteration:
                             ended = True
                             break
-                        self._frame(frame)
+                        try:
+                            self._frame(frame)
+                        except Exception:  # nothing one frame does (decide, relay, events) stops the lock
+                            self.stats.bad_frames += 1
+                            log.exception("service: frame %s failed", getattr(frame, "label", "?"))
                         self._heartbeat()
                         if self.options.max_frames and self.stats.frames + self.stats.bad_frames \
                                 >= self.options.max_frames:
                             ended = True
                             break
-                except FacelockError as exc:
-                    log.error("service: source failed: %s; reopening in %.0f s", exc, self.options.source_retry_s)
+                except Exception as exc:  # noqa: BLE001 -- SourceError, or a decoder's own (cv2.error, ...)
+                    log.error("service: source failed: %s; reopening in %.0f s", _why(exc),
+                              self.options.source_retry_s)
                     self._sleep(self.options.source_retry_s)
                 finally:
                     try:
@@ -237,9 +255,10 @@ class Service:
             self._publish_stats()
             self._last_stats = now
         # The relay re-locks on its own timer: tell Home Assistant's lock entity without waiting for a frame
-        # that changes something else.
+        # that changes something else. Likewise a topic the broker starts or stops refusing, a drop at the cap.
         if now - self._state_at >= self.options.state_interval_s or \
-                self.relay.is_unlocked != self._published_unlocked:
+                self.relay.is_unlocked != self._published_unlocked or \
+                delivery_version(self.outbox, self.link) != self._published_delivery:
             self._publish_state()
 
     def _sleep(self, seconds: float) -> None:
@@ -267,12 +286,15 @@ class Service:
 
     def _publish_stats(self) -> None:
         stats = self.stats.summary()
-        stats.update(backend=self.backend, outbox_pending=len(self.outbox), outbox_dropped=self.outbox.dropped)
+        stats.update(backend=self.backend, **delivery_stats(self.outbox, self.link))
         self.link.publish_stats(stats)
 
     def _commands(self) -> None:
         if self.commands is not None:
-            self.commands.poll()
+            try:
+                self.commands.poll()
+            except Exception:  # a failed reply or audit (broker, outbox) never stops the lock
+                log.exception("service: handling a command failed")
 
     # -- one frame ------------------------------------------------------------------------------------------
 
@@ -310,6 +332,11 @@ class Service:
             changed = True
         if changed:
             self._publish_state()
+
+
+def _why(exc: Exception) -> str:
+    """An error for a log line: our own say what is wrong; anyone else's also need their type."""
+    return str(exc) if isinstance(exc, FacelockError) else f"{type(exc).__name__}: {exc}"
 
 
 def _describe_backend(embedder) -> str:

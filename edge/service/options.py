@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.options import check
+from edge.options import DAY_S, HOUR_S, MINUTE_S, check
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -40,10 +40,12 @@ class ServiceOptions:
         """Raise ConfigError naming the first field out of range."""
         return check("service", self, [
             ("log_level", self.log_level.upper() in LOG_LEVELS, "DEBUG, INFO, WARNING or ERROR"),
-            ("shutdown_flush_s", self.shutdown_flush_s >= 0, ">= 0"),
-            ("source_retry_s", self.source_retry_s >= 0, ">= 0"),
-            ("enroll_interval_s", self.enroll_interval_s >= 0, ">= 0"),
-            ("max_frames", self.max_frames >= 0, ">= 0"),
+            ("shutdown_flush_s", 0 <= self.shutdown_flush_s <= HOUR_S, "0-3600 seconds"),
+            ("source_retry_s", 0 <= self.source_retry_s <= HOUR_S, "0-3600 seconds"),
+            ("state_interval_s", 0 < self.state_interval_s <= DAY_S, "0 < seconds <= 86400"),
+            ("enroll_timeout_s", 0 < self.enroll_timeout_s <= HOUR_S, "0 < seconds <= 3600"),
+            ("enroll_interval_s", 0 <= self.enroll_interval_s <= MINUTE_S, "0-60 seconds"),
+            ("max_frames", 0 <= self.max_frames <= 10**12, "0-10**12"),
             ("enroll_frames", 1 <= self.enroll_frames <= 50, "1-50"),
         ])
 

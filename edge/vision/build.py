@@ -1,9 +1,13 @@
-"""The one place that builds the per-frame stages (detector, aligner, embedder) from a model.
+"""The one place that builds the per-frame stages (detector, landmarker, aligner, embedder) from a model.
 
-A model is a bundle folder or .tar.gz (what the board runs: it brings its own detector, alignment template
-and embedder), a `.tflite` embedder (with the fetched BlazeFace and the packaged template), or any other
-suffix a workstation package registered with `register_embedder_loader` (`convert` registers `.keras` and
-`.h5`: `edge` never imports TensorFlow, so it cannot know them itself).
+A model is a bundle folder or .tar.gz (what the board runs: it brings its own detectors, landmark model,
+alignment template and embedder), a `.tflite` embedder (with the fetched BlazeFace models, short range tried
+first and full range for faces it misses, the fetched face-landmark model and the packaged template), or any other suffix a workstation package registered with
+`register_embedder_loader` (`convert` registers `.keras` and `.h5`: `edge` never imports TensorFlow, so it
+cannot know them itself).
+
+A bundle made before the landmark model (no `landmarks` entry, a keypoint template) still runs as it was
+built: its own detector, its keypoint template, no landmark stage.
 """
 
 from __future__ import annotations
@@ -11,15 +15,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge.errors import ModelError
 from edge.models.bundle import Bundle, load_bundle
-from edge.models.store import DETECTOR, default_model, model_path
+from edge.models.store import DETECTOR, DETECTOR_FULL_RANGE, LANDMARKS, default_model, model_path
 from edge.vision.align import FaceAligner
-from edge.vision.detect import BlazeFaceDetector, DetectorOptions
+from edge.vision.detect import UNCONFIRMED_MIN_SCORE, BlazeFaceDetector, DetectorOptions
 from edge.vision.embed import Embedder, TFLiteEmbedder
+from edge.vision.landmarks import FaceLandmarker, LandmarkOptions
 
 log = logging.getLogger(__name__)
 
@@ -34,25 +39,39 @@ def register_embedder_loader(suffixes: tuple[str, ...], loader: Callable[[Path],
 
 @dataclass(frozen=True)
 class Stages:
-    """What `FacePipeline` runs; iterable as (detector, aligner, embedder)."""
+    """What `FacePipeline` runs. Iterable as (detector, aligner, embedder) for callers that take those
+    three; `pipeline()` builds the whole per-frame path, landmark stage included."""
 
     detector: BlazeFaceDetector
     aligner: FaceAligner
     embedder: Embedder
+    landmarker: FaceLandmarker | None = None
+    near_detector: BlazeFaceDetector | None = None  # short range, tried first (FacePipeline.subject)
 
     def __iter__(self):
         return iter((self.detector, self.aligner, self.embedder))
 
+    def pipeline(self, quality=None, matcher=None):
+        """The FacePipeline of these stages (`quality`: a QualityGate; `matcher`: optional)."""
+        from edge.vision.pipeline import FacePipeline
+
+        return FacePipeline(self.detector, self.aligner, self.embedder, quality, matcher,
+                            landmarker=self.landmarker, near_detector=self.near_detector)
+
 
 def detector(path: str | os.PathLike | None = None, options: DetectorOptions | None = None,
              num_threads: int | None = None) -> BlazeFaceDetector:
-    """BlazeFace from `path` (default: the fetched short-range model)."""
+    """BlazeFace from `path` (default: the fetched full-range model, which sees faces at door distance)."""
     options = options or DetectorOptions()
     if num_threads is not None:
-        from dataclasses import replace
-
         options = replace(options, num_threads=num_threads)
-    return BlazeFaceDetector(path if path is not None else model_path(DETECTOR), options)
+    return BlazeFaceDetector(path if path is not None else model_path(DETECTOR_FULL_RANGE), options)
+
+
+def landmarker(path: str | os.PathLike | None = None, options: LandmarkOptions | None = None,
+               num_threads: int = 2) -> FaceLandmarker:
+    """The face-landmark model from `path` (default: the fetched one)."""
+    return FaceLandmarker(path if path is not None else model_path(LANDMARKS), options, num_threads)
 
 
 def bundle_embedder(bundle: Bundle, num_threads: int = 2, use_edgetpu: bool = True) -> TFLiteEmbedder:
@@ -62,17 +81,26 @@ def bundle_embedder(bundle: Bundle, num_threads: int = 2, use_edgetpu: bool = Tr
     if use_edgetpu and tpu is not None:
         try:
             return TFLiteEmbedder(tpu, num_threads=num_threads, edgetpu=True, require_delegate=True,
-                                  space=bundle.space)
+                                  space=bundle.space, card=bundle.card)
         except ModelError as exc:  # no TPU attached or no libedgetpu: the CPU model does the same job
             log.warning("%s; using the CPU embedder", exc)
-    return TFLiteEmbedder(bundle.embedder_file, num_threads=num_threads, space=bundle.space)
+    return TFLiteEmbedder(bundle.embedder_file, num_threads=num_threads, space=bundle.space, card=bundle.card)
 
 
 def bundle_stages(bundle: Bundle, num_threads: int = 2, detector_options: DetectorOptions | None = None,
-                  use_edgetpu: bool = True) -> Stages:
+                  use_edgetpu: bool = True, landmark_options: LandmarkOptions | None = None) -> Stages:
+    marks = bundle.landmarks_file
+    found = landmarker(marks, landmark_options, num_threads) if marks is not None else None
+    if found is None:  # nothing confirms the detections: keep MediaPipe's own threshold
+        options = detector_options or DetectorOptions()
+        detector_options = replace(options, score_threshold=max(options.score_threshold, UNCONFIRMED_MIN_SCORE))
+    near = bundle.near_detector_file
+    # The model card sets the chip size (150 for dlib's port, e.g. 112 for an ArcFace-style model).
     return Stages(detector(bundle.detector_file, detector_options, num_threads),
-                  FaceAligner.from_template(bundle.alignment_template),
-                  bundle_embedder(bundle, num_threads, use_edgetpu))
+                  FaceAligner.from_template(bundle.alignment_template, landmarker=found,
+                                            chip_size=bundle.card.chip_size),
+                  bundle_embedder(bundle, num_threads, use_edgetpu), found,
+                  detector(near, detector_options, num_threads) if near is not None and found else None)
 
 
 def load_embedder(model: str | os.PathLike, num_threads: int = 2) -> Embedder:
@@ -94,11 +122,21 @@ def load_embedder(model: str | os.PathLike, num_threads: int = 2) -> Embedder:
 
 
 def load_pipeline_components(model: str | os.PathLike | None = None, num_threads: int = 2,
-                             detector_options: DetectorOptions | None = None) -> Stages:
-    """The stages for a model (default: the Keras port of dlib's ResNet). A bundle brings its own detector
-    and alignment template; a bare model uses the fetched BlazeFace and the packaged template."""
+                             detector_options: DetectorOptions | None = None,
+                             landmark_options: LandmarkOptions | None = None) -> Stages:
+    """The stages for a model (default: the Keras port of dlib's ResNet). A bundle brings its own detector,
+    landmark model and alignment template; a bare model uses the fetched full-range BlazeFace, the fetched
+    landmark model and the packaged template."""
     path = Path(model) if model is not None else default_model()
     if path.is_dir() or path.name.endswith((".tar.gz", ".tgz")):
-        return bundle_stages(load_bundle(path), num_threads, detector_options)
-    return Stages(detector(None, detector_options, num_threads), FaceAligner(),
-                  load_embedder(path, num_threads=num_threads))
+        return bundle_stages(load_bundle(path), num_threads, detector_options, landmark_options=landmark_options)
+    marks = landmarker(None, landmark_options, num_threads)
+    embedder = load_embedder(path, num_threads=num_threads)
+    aligner = FaceAligner(landmarker=marks)
+    size = getattr(embedder, "input_size", None)
+    if size is not None and tuple(size) != (aligner.chip_size, aligner.chip_size):
+        raise ModelError(f"{path}: takes {size[0]}x{size[1]} chips; a bare model gets the packaged "
+                         f"{aligner.chip_size}x{aligner.chip_size} template, so convert it into a bundle "
+                         "(`facelock convert --model ... --input-size ... --template ...`)")
+    return Stages(detector(None, detector_options, num_threads), aligner, embedder, marks,
+                  detector(model_path(DETECTOR), detector_options, num_threads))

@@ -1,9 +1,15 @@
-"""BlazeFace short-range face detection: letterbox to 128x128, run the model, decode the 896 SSD anchors,
-blend overlapping detections (weighted non-max suppression) and map back to frame pixels.
+"""BlazeFace face detection: letterbox the frame to the model's square input, run the model, decode its SSD
+anchors, blend overlapping detections (weighted non-max suppression) and map back to frame pixels.
 
-The constants follow MediaPipe's face-detection graph for this model (`face_detection_short_range` with
-`face_detection.pbtxt`: SSD anchors, decoding scales, score clipping, weighted NMS at IoU 0.3, letterboxed
-input in [-1, 1]); the tensor shapes are checked against the model when it loads.
+Two models, told apart by their tensors when they load (`LAYOUTS`):
+- short range, 128x128, 896 anchors (strides 8, 16, 16, 16; two anchors per layer and cell): faces that
+  fill a good part of the picture (a selfie, an enrolment photo);
+- full range (sparse), 192x192, 2304 anchors (one stride-4 layer, one anchor per cell): faces down to a few
+  percent of the frame, i.e. a person 1-2 m from a door camera.
+The constants are MediaPipe 0.10.14's own, read from the graphs compiled into that wheel
+(`FaceDetectionShortRange`, `FaceDetectionFullRange`, `FaceDetection`: SSD anchors with offset 0.5 and
+fixed size, decoding scale = input size, score clipping at 100 then a sigmoid, weighted NMS at IoU 0.3,
+letterboxed input in [-1, 1]); the tensor shapes are checked against the model when it loads.
 
 Coordinates: every point returned is in OpenCV's pixel convention, the centre of pixel (col, row) at
 (col, row), which is what cv2.warpAffine and dlib's landmarks use too, so alignment needs no half-pixel
@@ -25,7 +31,7 @@ from edge.types import Face, Keypoint
 
 log = logging.getLogger(__name__)
 
-INPUT_SIZE = 128
+INPUT_SIZE = 128  # the short-range model's; the defaults of the functions below are its layout
 NUM_ANCHORS = 896
 NUM_COORDS = 16  # box (x, y, w, h) then 6 keypoints (x, y)
 NUM_KEYPOINTS = len(Keypoint)
@@ -36,11 +42,39 @@ SCORE_CLIP = 100.0
 
 
 @dataclass(frozen=True)
+class BlazeFaceLayout:
+    """How one BlazeFace model's outputs are laid out (MediaPipe's SsdAnchorsCalculator options for it)."""
+
+    kind: str  # as bundles name it
+    input_size: int
+    strides: tuple[int, ...]
+    anchors_per_layer: int  # one per aspect ratio (1.0), plus one when interpolated_scale_aspect_ratio > 0
+    mediapipe_min_score: float  # MediaPipe's min_score_thresh for the model (kept for reference)
+    min_score: float  # the lowest score this detector keeps whatever `score_threshold` says
+
+    @property
+    def num_anchors(self) -> int:
+        return len(ssd_anchors(self.input_size, self.strides, anchors_per_layer=self.anchors_per_layer))
+
+
+# The short-range model runs only in bundles made before the landmark model, where nothing confirms its
+# detections: it keeps MediaPipe's 0.5 at least.
+SHORT_RANGE = BlazeFaceLayout("blazeface_short_range", 128, STRIDES, 2, 0.5, 0.5)
+UNCONFIRMED_MIN_SCORE = 0.5  # the lowest score kept when no landmark model confirms the detections
+FULL_RANGE = BlazeFaceLayout("blazeface_full_range", 192, (4,), 1, 0.6, 0.0)
+LAYOUTS = (SHORT_RANGE, FULL_RANGE)
+
+
+@dataclass(frozen=True)
 class DetectorOptions:
     """BlazeFace's decoding and the interpreter it runs in; the `[detector]` config section."""
 
-    score_threshold: float = 0.5
-    """Lowest detection score kept (MediaPipe's min_score_thresh for this model)."""
+    score_threshold: float = 0.2
+    """Lowest detection score kept. Below MediaPipe's own (0.5 short range, 0.6 full range) because the
+    face-landmark model then confirms every detection: a 40-px face often scores 0.2-0.5 (measured at the
+    door: 10% of 40-px faces lost at 0.5, 2% at 0.2), while a bare wall gives no detection even at 0.1.
+    Without a landmark model (a bundle made before it), and always with the short-range model, the
+    detector keeps at least 0.5."""
     iou_threshold: float = 0.3
     """Detections overlapping more than this (intersection over union) are blended into one."""
     num_threads: int = 2
@@ -48,6 +82,11 @@ class DetectorOptions:
     with `[model] num_threads`."""
     max_faces: int = 10
     """At most this many faces per frame, best scores first."""
+    near_min_face_px: float = 100.0
+    """When the short-range model is tried first (`FacePipeline.subject`), its faces count only from this
+    width (2.5 x the landmark model's eye distance) up: on smaller faces its box and eye keypoints are off
+    enough (measured on 60-px faces: boxes 1.5x too large, eye line 8-10 degrees off, now and then another
+    face) that the full-range model does better (TAR at FAR 1e-2 91% against 98%)."""
 
     def validate(self) -> DetectorOptions:
         """Raise ConfigError naming the first field out of range. Both thresholds are fractions: a score
@@ -57,16 +96,18 @@ class DetectorOptions:
             ("iou_threshold", 0.0 < self.iou_threshold <= 1.0, "in (0, 1]"),
             ("num_threads", 1 <= self.num_threads <= 64, "1-64"),
             ("max_faces", 1 <= self.max_faces <= 100, "1-100"),
+            ("near_min_face_px", 0 <= self.near_min_face_px <= 100_000, "0-100000 pixels"),
         ])
 
 
 def ssd_anchors(input_size: int = INPUT_SIZE, strides: tuple[int, ...] = STRIDES,
-                offset: float = ANCHOR_OFFSET) -> np.ndarray:
+                offset: float = ANCHOR_OFFSET, anchors_per_layer: int = 2) -> np.ndarray:
     """(N, 2) anchor centres in [0, 1]. Anchor size is fixed (1 x 1), so only centres matter.
 
-    Consecutive layers with the same stride share one feature map; each layer contributes two anchors per
-    cell (its aspect ratio 1.0 plus the interpolated-scale anchor), so the stride-8 map has 2 per cell and
-    the merged stride-16 maps 6: 16*16*2 + 8*8*6 = 896 for the short-range model.
+    Consecutive layers with the same stride share one feature map; each layer contributes
+    `anchors_per_layer` anchors per cell (the short-range model: its aspect ratio 1.0 plus the
+    interpolated-scale anchor), so there the stride-8 map has 2 per cell and the merged stride-16 maps 6:
+    16*16*2 + 8*8*6 = 896. The full-range model: one stride-4 layer, one anchor per cell, 48*48 = 2304.
     """
     centres = []
     layer = 0
@@ -74,7 +115,7 @@ def ssd_anchors(input_size: int = INPUT_SIZE, strides: tuple[int, ...] = STRIDES
         last = layer
         while last < len(strides) and strides[last] == strides[layer]:
             last += 1
-        per_cell = 2 * (last - layer)
+        per_cell = anchors_per_layer * (last - layer)
         grid = math.ceil(input_size / strides[layer])
         ys, xs = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
         cells = np.stack([(xs + offset) / grid, (ys + offset) / grid], axis=-1).reshape(-1, 2)
@@ -151,15 +192,21 @@ class Letterbox:
 
 def letterbox(frame: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, Letterbox]:
     """Resize keeping the aspect ratio, centre, pad with black. INTER_AREA when shrinking: a 1080p frame
-    squeezed to 128 px by bilinear sampling aliases badly and costs detections."""
+    squeezed to 128 px by bilinear sampling aliases badly and costs detections. Shrinking by more than 2x
+    goes through exact halvings first (OpenCV's fast integer-ratio path: 640x480 -> 192x144 in 0.3 ms
+    instead of 0.67, the result within 1 grey level); every step maps the whole image onto the whole
+    output, so the geometry is that of one resize."""
     import cv2
 
     h, w = frame.shape[:2]
     s = size / max(h, w)
     rw, rh = max(1, min(size, round(w * s))), max(1, min(size, round(h * s)))
     if (rw, rh) != (w, h):
+        src = frame
+        while src.shape[1] >= 2 * rw and src.shape[0] >= 2 * rh and src.shape[1] % 2 == 0 and src.shape[0] % 2 == 0:
+            src = cv2.resize(src, (src.shape[1] // 2, src.shape[0] // 2), interpolation=cv2.INTER_AREA)
         interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-        resized = cv2.resize(frame, (rw, rh), interpolation=interp)
+        resized = src if src.shape[:2] == (rh, rw) else cv2.resize(src, (rw, rh), interpolation=interp)
     else:
         resized = frame
     pad_x, pad_y = (size - rw) // 2, (size - rh) // 2
@@ -178,40 +225,34 @@ def check_frame(frame: np.ndarray) -> np.ndarray:
 
 
 class BlazeFaceDetector:
-    """`detect(frame)` -> faces sorted by score, best first."""
+    """`detect(frame)` -> faces sorted by score, best first. `layout` says which BlazeFace it runs."""
 
     def __init__(self, model_path: str | os.PathLike, options: DetectorOptions | None = None):
         from edge.vision.interpreter import load_interpreter
 
         self.options = options or DetectorOptions()
         self.model = load_interpreter(model_path, num_threads=self.options.num_threads)
-        path = self.model.path
-        inputs, outputs = self.model.input_details, self.model.output_details
-        if (len(inputs) != 1 or tuple(inputs[0]["shape"]) != (1, INPUT_SIZE, INPUT_SIZE, 3)
-                or inputs[0]["dtype"] != np.float32):
-            raise ModelError(
-                f"{path}: not BlazeFace short-range: expected one float32 (1, {INPUT_SIZE}, {INPUT_SIZE}, 3) "
-                f"input, got {[(tuple(d['shape']), np.dtype(d['dtype']).name) for d in inputs]}"
-            )
-        shapes = [tuple(d["shape"]) for d in outputs]
-        if sorted(shapes) != sorted([(1, NUM_ANCHORS, NUM_COORDS), (1, NUM_ANCHORS, 1)]):
-            raise ModelError(
-                f"{path}: not BlazeFace short-range: expected outputs (1, {NUM_ANCHORS}, {NUM_COORDS}) and "
-                f"(1, {NUM_ANCHORS}, 1), got {shapes}"
-            )
+        self.layout = _layout_of(self.model)
+        shapes = [tuple(d["shape"]) for d in self.model.output_details]
+        n = self.layout.num_anchors
         # Pick outputs by shape, not position: converters have been known to reorder them.
-        self._box_out = shapes.index((1, NUM_ANCHORS, NUM_COORDS))
-        self._score_out = shapes.index((1, NUM_ANCHORS, 1))
-        self.anchors = ssd_anchors()
-        assert len(self.anchors) == NUM_ANCHORS
+        self._box_out = shapes.index((1, n, NUM_COORDS))
+        self._score_out = shapes.index((1, n, 1))
+        self.anchors = ssd_anchors(self.layout.input_size, self.layout.strides,
+                                   anchors_per_layer=self.layout.anchors_per_layer)
+
+    @property
+    def input_size(self) -> int:
+        return self.layout.input_size
 
     def detect(self, frame_rgb: np.ndarray) -> list[Face]:
         frame = check_frame(frame_rgb)
-        tensor, lb = letterbox(frame)
+        size = self.layout.input_size
+        tensor, lb = letterbox(frame, size)
         x = (tensor.astype(np.float32) / 127.5 - 1.0)[None]
         outputs = self.model.run([x])
-        boxes, kps, scores = decode(outputs[self._box_out], outputs[self._score_out], self.anchors)
-        keep = scores >= self.options.score_threshold
+        boxes, kps, scores = decode(outputs[self._box_out], outputs[self._score_out], self.anchors, size)
+        keep = scores >= max(self.options.score_threshold, self.layout.min_score)
         if not keep.any():
             return []
         merged = weighted_nms(boxes[keep], kps[keep], scores[keep], self.options.iou_threshold,
@@ -219,8 +260,26 @@ class BlazeFaceDetector:
         faces = []
         for box, kp, score in merged:
             # Not clipped to the frame: a face cut by the frame edge must look cut to the quality gate.
-            (x0, y0), (x1, y1) = lb.to_frame(box.reshape(2, 2))
+            (x0, y0), (x1, y1) = lb.to_frame(box.reshape(2, 2), size)
             faces.append(Face(box=(float(x0), float(y0), float(x1), float(y1)),
-                              keypoints=lb.to_frame(kp).astype(np.float32), score=score))
+                              keypoints=lb.to_frame(kp, size).astype(np.float32), score=score))
         faces.sort(key=lambda f: -f.score)
         return faces
+
+
+def _layout_of(model) -> BlazeFaceLayout:
+    """The BlazeFace layout whose tensors the model has; ModelError naming the file otherwise."""
+    inputs, outputs = model.input_details, model.output_details
+    shapes = sorted(tuple(d["shape"]) for d in outputs)
+    for layout in LAYOUTS:
+        size, n = layout.input_size, layout.num_anchors
+        if (len(inputs) == 1 and tuple(inputs[0]["shape"]) == (1, size, size, 3)
+                and inputs[0]["dtype"] == np.float32
+                and shapes == sorted([(1, n, NUM_COORDS), (1, n, 1)])):
+            return layout
+    wanted = "; ".join(f"{lay.kind}: one float32 (1, {lay.input_size}, {lay.input_size}, 3) input, outputs "
+                       f"(1, {lay.num_anchors}, {NUM_COORDS}) and (1, {lay.num_anchors}, 1)" for lay in LAYOUTS)
+    raise ModelError(
+        f"{model.path}: not a BlazeFace model ({wanted}); got inputs "
+        f"{[(tuple(d['shape']), np.dtype(d['dtype']).name) for d in inputs]}, outputs {shapes}"
+    )

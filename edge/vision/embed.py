@@ -1,4 +1,5 @@
-"""Embedders: aligned 150x150 RGB chips in, L2-normalised float32 embeddings out.
+"""Embedders: aligned RGB chips in (150x150 for dlib's ResNet; a bundle's model card says for another
+embedder), L2-normalised float32 embeddings out.
 
 On the board the embedder is a TFLite model (int8 from a bundle, or float). On the workstation the same
 interface wraps the Keras model (`convert.keras_embedder.KerasEmbedder`), so everything downstream is identical.
@@ -14,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from edge.errors import ModelError
-from edge.types import CHIP_SIZE
+from edge.models.card import EmbedderCard
 
 
 class Embedder(Protocol):
@@ -26,7 +27,7 @@ class Embedder(Protocol):
     space: str
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
-        """(N, 150, 150, 3) uint8 RGB chips -> (N, D) float32, each row of unit length."""
+        """(N, S, S, 3) uint8 RGB chips (S: the embedder's input size) -> (N, D) float32, rows of unit length."""
         ...
 
 
@@ -38,12 +39,14 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(norms, eps)
 
 
-def check_chips(chips: np.ndarray) -> np.ndarray:
+def check_chips(chips: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(N, h, w, 3) uint8 chips (one chip (h, w, 3) becomes a batch of one); `size` (h, w): the embedder's."""
     chips = np.asarray(chips)
     if chips.ndim == 3:
         chips = chips[None]
-    if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
-        raise ValueError(f"expected chips of shape (N, {CHIP_SIZE}, {CHIP_SIZE}, 3), got {chips.shape}")
+    if chips.ndim != 4 or chips.shape[3] != 3 or (size is not None and chips.shape[1:3] != tuple(size)):
+        h, w = size if size is not None else ("h", "w")
+        raise ValueError(f"expected chips of shape (N, {h}, {w}, 3), got {chips.shape}")
     if chips.dtype != np.uint8:
         raise ValueError(f"expected uint8 RGB chips, got {chips.dtype}")
     return chips
@@ -51,28 +54,36 @@ def check_chips(chips: np.ndarray) -> np.ndarray:
 
 class TFLiteEmbedder:
     """A TFLite embedder with float or int8 input/output. int8 input is quantized with the model's own
-    parameters (the facelock models take pixels with scale 1, zero point -128, which is exact)."""
+    parameters (the facelock models take pixels with scale 1, zero point -128, which is exact).
+
+    The input is RGB pixels 0..255 of a square chip whose size the model's input tensor says; a bundle's
+    model card (`card`) must agree with the tensor on that size and on the embedding dimension."""
 
     def __init__(self, model_path: str | os.PathLike, num_threads: int = 2, edgetpu: bool = False,
-                 require_delegate: bool = False, space: str = ""):
+                 require_delegate: bool = False, space: str = "", card: EmbedderCard | None = None):
         from edge.vision.interpreter import load_interpreter
 
         self.model_path = Path(model_path)
-        self.space = space  # a bare .tflite does not say; a bundle's manifest does
+        self.space = space or (card.space if card else "")  # a bare .tflite does not say; a bundle does
         self.interpreter = load_interpreter(self.model_path, num_threads=num_threads, edgetpu=edgetpu,
                                             require_delegate=require_delegate)
         inputs = self.interpreter.input_details
         outputs = self.interpreter.output_details
-        if len(inputs) != 1 or tuple(inputs[0]["shape"][1:]) != (CHIP_SIZE, CHIP_SIZE, 3):
-            raise ModelError(
-                f"{self.model_path}: embedder input must be one (1, {CHIP_SIZE}, {CHIP_SIZE}, 3) tensor, "
-                f"got {[tuple(d['shape']) for d in inputs]}"
-            )
+        shape = tuple(int(d) for d in inputs[0]["shape"]) if len(inputs) == 1 else ()
+        side = card.chip_size if card else (shape[1] if len(shape) == 4 else 0)
+        if shape != (1, side, side, 3):
+            want = f"(1, {side}, {side}, 3), the model card's input size" if card else "(1, S, S, 3)"
+            raise ModelError(f"{self.model_path}: embedder input must be one {want} tensor, "
+                             f"got {[tuple(d['shape']) for d in inputs]}")
         if len(outputs) != 1 or len(outputs[0]["shape"]) != 2:
             raise ModelError(f"{self.model_path}: embedder output must be one (1, D) tensor")
         self._in = inputs[0]
         self._out = outputs[0]
         self.dim = int(self._out["shape"][1])
+        if card and self.dim != card.embedding_dim:
+            raise ModelError(f"{self.model_path}: embedder gives {self.dim}-d embeddings, the model card says "
+                             f"{card.embedding_dim}")
+        self.input_size = (side, side)  # (h, w) of the chips it takes
         self.name = f"tflite:{self.model_path.name}:{np.dtype(self._in['dtype']).name}"
 
     def _quantize_input(self, chip: np.ndarray) -> np.ndarray:
@@ -91,7 +102,7 @@ class TFLiteEmbedder:
         return (y.astype(np.float32) - zero) * scale
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
-        chips = check_chips(chips)
+        chips = check_chips(chips, self.input_size)
         out = np.empty((len(chips), self.dim), dtype=np.float32)
         for i, chip in enumerate(chips):
             (y,) = self.interpreter.run([self._quantize_input(chip)])

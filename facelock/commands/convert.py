@@ -16,11 +16,32 @@ examples:
   facelock convert                               # dlib ResNet port, LFW train people, 50% sparsity
   facelock convert --quick --out out/demo        # small and fast (demo, tests)
   facelock convert --model my_embedder.keras --data photos/ --pairs pairs.csv --sparsity 0.3
+  facelock convert --model arcface.keras --input-size 112 --channels rgb --normalize "mean=127.5,std=128" \\
+                   --template arcface112              # bring your own model (docs/conversion.md)
+
+Bring your own model: the four "model input" options describe what the Keras model wants; they go into the
+bundle's model card, and the board cuts chips of that size with that template. The model must take
+(batch, S, S, 3) and give (batch, D); an --input-size it does not take is refused before any work. Channel
+order and normalisation become a fixed layer in front of the model, so the int8 model still takes RGB
+pixels 0..255 exactly (scale 1, zero point -128). Defaults: the model's own input size, rgb, none, and the
+preset made for that size (dlib150 for 150, arcface112 for 112, facenet160 for 160).
 
 Data: any folder of face photos, one sub-folder per person. With an LFW-style split.csv next to them only
 the `train` people are used for fine-tuning, calibration and the threshold; the pair list (file_a,file_b,same
 [,fold]) is only ever used to report results.
 """
+
+
+def _side(text: str) -> int:
+    """`112` or `112x112` -> 112 (chips are square)."""
+    parts = text.lower().split("x")
+    try:
+        sides = {int(p) for p in parts}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a size in pixels, S or SxS") from None
+    if len(parts) > 2 or len(sides) != 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: chips are square; give S or SxS")
+    return sides.pop()
 
 
 def _folds(text: str) -> tuple[int, ...]:
@@ -32,6 +53,7 @@ def _folds(text: str) -> tuple[int, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from convert.compress.run import ConvertOptions, check_inputs, run_convert
+    from convert.model_card import CardOptions
     from edge.models.store import default_model
 
     workdir = Path(args.workdir or Path(args.out).parent / "work")
@@ -55,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         folds=_folds(args.folds), out=Path(args.out), workdir=workdir,
         sparsity=args.sparsity, epochs=args.epochs, train_faces=args.train_faces,
         calibration=args.calibration, target_far=args.target_far, max_pairs=args.max_pairs, threads=args.threads,
-        qat=args.qat,
+        qat=args.qat, card=CardOptions(input_size=args.input_size, channels=args.channels,
+                                       normalize=args.normalize, template=args.template),
     )
     if args.quick:
         opts = opts.quickened()
@@ -110,6 +133,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pairs", type=int, help="validate on at most this many pairs")
     p.add_argument("--qat", action="store_true",
                    help="quantization-aware fine-tune keeping the sparsity, for models that lose too much in int8")
+    card = p.add_argument_group("model input (written into the bundle's model card)")
+    card.add_argument("--input-size", type=_side, metavar="S",
+                      help="chip side in pixels the model takes, S or SxS (default: the model's own input size)")
+    card.add_argument("--channels", type=str.lower, choices=("rgb", "bgr"), default="rgb",
+                      help="channel order the model expects (default rgb)")
+    card.add_argument("--normalize", default="none", metavar="SPEC",
+                      help="what the model wants done to 0..255 pixels: none, or mean=M,std=S for (x - M) / S, "
+                           "M and S one number or R:G:B (e.g. mean=127.5,std=128 for [-1, 1]; mean=0,std=255 "
+                           "for [0, 1]). Default none")
+    card.add_argument("--template", metavar="NAME|FILE",
+                      help="alignment template: dlib150, arcface112 or facenet160 (scaled to --input-size), or "
+                           "a template JSON for that size (default: the preset made for the input size)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="small and fast (about 2 minutes): 1 epoch over 960 faces, 600 pairs")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")

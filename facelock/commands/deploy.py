@@ -8,8 +8,11 @@ import re
 import sys
 from pathlib import Path
 
+from deploy.wheelhouse import BOARDS, PYTHONS  # stdlib only: cheap enough for every CLI start
+
 HELP = """\
-  facelock deploy bundle --model BUNDLE_DIR [-o FILE]   wheel + model + generated config + unit + installer
+  facelock deploy bundle --model BUNDLE [-o FILE]       wheel + model + generated config + unit + installer
+      [--board linux-aarch64 [--python 3.11|3.13]]      + the offline wheelhouse for that board
   facelock deploy push HOST... [--artifact FILE]        install on boards over SSH, summary per host
   facelock deploy sdcard IMAGE --hostname H ...         first-boot settings into a Raspberry Pi OS image
 """
@@ -26,12 +29,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     deploy.set_defaults(handler=lambda args: (deploy.print_help(), 2)[1])
 
     b = dsub.add_parser("bundle", help="build facelock-deploy-<version>.tar.gz")
-    b.add_argument("--model", required=True, type=Path, help="model bundle folder (manifest.json + .tflite)")
+    b.add_argument("--model", required=True, type=Path,
+                   help="model bundle folder (manifest.json + .tflite) or its .tar.gz")
     b.add_argument("--config", type=Path, help="your config file, checked with the runtime's loader (default: generated from the runtime's Options)")
     b.add_argument("--wheel", type=Path, help="use this facelock wheel instead of building one")
     b.add_argument(
-        "-o", "--output", type=Path, help="output file or folder (default ./facelock-deploy-<version>.tar.gz)"
+        "-o", "--output", help="output file, or folder (existing, or ending in /) "
+                               "(default ./facelock-deploy-<version>.tar.gz)"
     )
+    b.add_argument("--board", choices=sorted(BOARDS),
+                   help="add a wheelhouse of the `edge` extra for this board, so install.sh needs no network")
+    b.add_argument("--python", choices=PYTHONS,
+                   help="the board's Python, with --board (default 3.11: Raspberry Pi OS Bookworm; 3.13: Trixie)")
+    b.add_argument("--wheel-cache", type=Path, metavar="DIR",
+                   help="where downloaded wheels are kept (default $FACELOCK_WHEEL_CACHE or "
+                        "~/.cache/facelock/wheelhouse/BOARD-pyVERSION)")
     b.set_defaults(handler=_bundle)
 
     p = dsub.add_parser("push", help="install an artifact on boards over SSH")
@@ -91,7 +103,8 @@ def _log(msg: str) -> None:
 def _bundle(args) -> int:
     from deploy.artifact import build_artifact
 
-    info = build_artifact(args.model, output=args.output, config=args.config, wheel=args.wheel, log=_log)
+    info = build_artifact(args.model, output=args.output, config=args.config, wheel=args.wheel, log=_log,
+                          board=args.board, python=args.python, wheel_cache=args.wheel_cache)
     print(info.path)
     return 0
 

@@ -1,8 +1,12 @@
-"""`facelock embed`: detect the largest face in each image, align it, embed it.
+"""`facelock embed`: find the face each image is about, align it, embed it.
+
+The face is chosen by the lock's own rule (`FacePipeline.subject`: detections the landmark model confirms,
+by confidence, size and centrality), never by size alone, so a large false positive cannot be embedded.
 
 One JSON line per image with --json, in input order, flushed as it goes (so a reader can stream):
     {"file": ..., "embedding": [...] | null, "ms": detect+align+embed wall ms, "error": null | "..."}
-A bad image is a line with `"embedding": null` and the reason, never a crash.
+A bad image (unreadable, a header claiming more than 40 MP, too small to hold a face, no face) is a line with
+`"embedding": null` and the reason, never a crash: the batch goes on.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import numpy as np
 
 from edge.errors import FacelockError, ImageError, NoFaceError
 from edge.images import read_image_rgb
-from edge.types import CHIP_SIZE
 
 EPILOG = """\
 examples:
@@ -46,20 +49,23 @@ class EmbedResult:
 
 
 class ImageEmbedder:
-    """Largest face -> chip -> embedding, for still images (enrolment, evaluation, `facelock embed`)."""
+    """The subject face -> chip -> embedding, for still images (enrolment, evaluation, `facelock embed`).
+    No quality gates: evaluation wants every face it can get."""
 
-    def __init__(self, detector, aligner, embedder):
-        self.detector = detector
+    def __init__(self, detector, aligner, embedder, landmarker=None, near_detector=None):
+        from edge.vision.pipeline import FacePipeline
+
         self.aligner = aligner
         self.embedder = embedder
+        self.pipeline = FacePipeline(detector, aligner, embedder, landmarker=landmarker, near_detector=near_detector)
         # First calls allocate tensors and trace graphs; keep that out of the per-image timings.
-        embedder.embed(np.zeros((1, CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8))
+        size = aligner.chip_size  # the embedder's input: 150 for dlib's port, the model card's for a bundle
+        embedder.embed(np.zeros((1, size, size, 3), dtype=np.uint8))
 
     def embed_rgb(self, image: np.ndarray) -> np.ndarray:
-        faces = self.detector.detect(image)
-        if not faces:
+        face = self.pipeline.subject(image).face
+        if face is None:
             raise NoFaceError("no face found")
-        face = max(faces, key=lambda f: f.area)
         aligned = self.aligner.align(image, face)
         return self.embedder.embed(aligned.chip[None])[0]
 
@@ -71,8 +77,11 @@ class ImageEmbedder:
         start = time.perf_counter()
         try:
             embedding = self.embed_rgb(image)
-        except NoFaceError as exc:
+        except FacelockError as exc:  # no face, a frame the detector refuses, ...
             return EmbedResult(label, None, (time.perf_counter() - start) * 1e3, f"{path}: {exc}")
+        except Exception as exc:  # noqa: BLE001 -- one image never aborts a batch: its line says what broke
+            return EmbedResult(label, None, (time.perf_counter() - start) * 1e3,
+                               f"{path}: {type(exc).__name__}: {exc}")
         return EmbedResult(label, embedding, (time.perf_counter() - start) * 1e3, None)
 
 
@@ -90,16 +99,19 @@ def _image_list(args: argparse.Namespace) -> list[str]:
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    from convert.progress import bar
     from edge.vision.build import load_pipeline_components
 
     names = _image_list(args)
     if not names:
         raise FacelockError("no images given: pass IMAGE arguments or --files-from FILE")
     root = Path(args.root) if args.root else None
-    detector, aligner, embedder = load_pipeline_components(args.model, num_threads=args.threads)
-    pipeline = ImageEmbedder(detector, aligner, embedder)
+    stages = load_pipeline_components(args.model, num_threads=args.threads)
+    detector, aligner, embedder = stages
+    pipeline = ImageEmbedder(detector, aligner, embedder, getattr(stages, "landmarker", None),
+                             getattr(stages, "near_detector", None))
 
-    progress = _progress(len(names), enabled=args.json and sys.stderr.isatty())
+    progress = bar(total=len(names), unit="img", enabled=args.json)  # on a terminal only
     failures = 0
     for name in names:
         path = root / name if root else Path(name)
@@ -119,27 +131,10 @@ def run_embed(args: argparse.Namespace) -> int:
     return 0 if failures < len(names) else 1
 
 
-def _progress(total: int, enabled: bool):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        enabled = False
-    if not enabled:
-        class _Silent:
-            def update(self, n):
-                pass
-
-            def close(self):
-                pass
-
-        return _Silent()
-    return tqdm(total=total, unit="img", file=sys.stderr)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "embed",
-        help="detect, align and embed the largest face of each image",
+        help="detect, align and embed the face of each image",
         description=__doc__,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

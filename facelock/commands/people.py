@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import FacelockError, ImageError, NoFaceError
+from edge.errors import FacelockError
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,12 @@ examples:
 """
 
 
-def _open_gallery(args: argparse.Namespace, create: bool = True):
+def _open_gallery(args: argparse.Namespace, create: bool = True, read_only: bool = False):
+    """The gallery of --gallery (or the default); `read_only` for reading: it takes no write lock, so it
+    answers at once while the service or another `facelock` writes."""
     from edge.identity.gallery import Gallery
 
-    return Gallery(args.gallery, create=create)
+    return Gallery(args.gallery, create=create, read_only=read_only)
 
 
 def _build_pipeline(args: argparse.Namespace):
@@ -50,8 +52,10 @@ def _build_pipeline(args: argparse.Namespace):
     from edge.vision.pipeline import FacePipeline
     from edge.vision.quality import QualityGate
 
-    detector, aligner, embedder = load_pipeline_components(args.model, num_threads=args.threads)
-    return FacePipeline(detector, aligner, embedder, QualityGate())
+    stages = load_pipeline_components(args.model, num_threads=args.threads)
+    detector, aligner, embedder = stages
+    return FacePipeline(detector, aligner, embedder, QualityGate(), landmarker=getattr(stages, "landmarker", None),
+                        near_detector=getattr(stages, "near_detector", None))
 
 
 def _embed_photos(pipeline, images: list[str]) -> np.ndarray:
@@ -60,7 +64,7 @@ def _embed_photos(pipeline, images: list[str]) -> np.ndarray:
     for name in images:
         try:
             embeddings.append(pipeline.embed_image_file(Path(name)))
-        except (ImageError, NoFaceError) as exc:
+        except FacelockError as exc:  # unreadable, refused by edge.images, no usable face, ...
             errors.append(str(exc))
     if errors:
         raise FacelockError(f"{len(errors)} of {len(images)} photos unusable, nothing enrolled:\n  "
@@ -151,7 +155,7 @@ def run_people(args: argparse.Namespace) -> int:
             print(json.dumps({"gallery": str(path), "people": []}) if args.json
                   else f"nobody enrolled (no gallery at {path})")
             return 0
-    with _open_gallery(args, create=action == "import") as gallery:
+    with _open_gallery(args, create=action == "import", read_only=action in ("list", "export")) as gallery:
         if action == "list":
             people = gallery.people()
             if args.json:
