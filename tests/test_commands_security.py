@@ -61,7 +61,7 @@ def _config(tmp_path, mqtt: dict, **decide):
             g.enroll("alice", PEOPLE[ALICE][None])
     c = default_config().replace("gallery", path=str(gallery))
     c = c.replace("outbox", path=str(tmp_path / "state" / "outbox.db"), fsync=False)
-    c = c.replace("mqtt", device_id=DEVICE, stats_interval_s=0, **mqtt)
+    c = c.replace("mqtt", **{"device_id": DEVICE, "stats_interval_s": 0, **mqtt})
     c = c.replace("quality", min_sharpness=0.0, min_face_px=10.0, min_eye_distance_px=1.0, max_yaw_deg=90.0,
                   max_roll_deg=180.0)
     c = c.replace("decide", threshold=0.5, k=2, n=3, min_attempt_frames=1, attempt_gap_s=0.05,
@@ -198,6 +198,40 @@ def test_a_broker_account_without_the_key_opens_enrols_and_removes_nothing(secur
         assert b'"sig"' not in everything and b"0" * 64 not in everything
         assert lock_config == ""  # Home Assistant is offered no lock entity: its UNLOCK would be refused
         assert all(p == b"" for p, _ in listener.on(f"homeassistant/lock/facelock_{DEVICE}/lock/config"))
+    finally:
+        listener.close()
+        mallory.close()
+
+
+def test_a_flood_of_refused_commands_is_answered_but_cannot_fill_the_outbox(secure_broker, tmp_path):
+    """Audit events are never dropped at the outbox cap; a client flooding refused (malformed and unsigned)
+    commands gets every one answered, but only the audit budget's worth become events, and the rest are
+    counted into the next audited refusal and the stats."""
+    config = _config(tmp_path, secure_broker.mqtt_options("lock", commands=True, stats_interval_s=0.2,
+                                                          command_key_file=str(_key(tmp_path))))
+    listener = secure_broker.client("admin", [f"{BASE}/#"])
+    mallory = secure_broker.client("mallory")
+    flood = [(b'{"name": 7, "id": "f%d"}' % i) if i % 2 else (b'{"id": "f%d"}' % i) for i in range(120)]
+    try:
+        with running(config, SwitchSource(NOBODY)) as (service, opened):
+            _ready(mallory, listener)
+            budget = service.commands.refusals.burst
+            for i, payload in enumerate(flood):
+                mallory.publish(f"{BASE}/cmd/{'remove' if i % 2 else 'unlock'}", payload)
+                time.sleep(0.002)  # the lock's command queue holds 32; keep the flood within what it answers
+            assert listener.wait_for(lambda m: len(_payloads(m, f"{BASE}/reply")) >= len(flood), 30)
+            assert listener.wait_for(lambda m: any(s.get("commands_unaudited", 0) >= len(flood) - budget - 5
+                                                   for s in _payloads(m, f"{BASE}/stats")), 10)
+            service.commands.refusals.tokens = 1.0  # the budget refilled: the next refusal says how many
+            mallory.publish(f"{BASE}/cmd/unlock", b'{"id": "last"}')
+            assert listener.wait_for(lambda m: any("not audited one by one" in a["reason"] for a in _audits(m)))
+        replies = _payloads(listener, f"{BASE}/reply")
+        assert all(not r["ok"] for r in replies) and opened == []
+        audits = [a for a in _audits(listener) if a.get("request_id") != "last"]
+        assert budget <= len(audits) <= budget + 3  # + what the budget refilled during the flood
+        summary = next(a for a in _audits(listener) if a.get("request_id") == "last")
+        skipped = int(re.search(r"and (\d+) more refused", summary["reason"]).group(1))
+        assert len(audits) + skipped == len(flood)
     finally:
         listener.close()
         mallory.close()

@@ -318,3 +318,17 @@ def test_people_list_and_export_answer_during_a_write(gallery, tmp_path, capsys)
     out = capsys.readouterr().out
     assert [p["name"] for p in json.loads(out.splitlines()[0])["people"]] == ["Alice", "bob"]
     assert len(json.loads((tmp_path / "e.json").read_text())["people"]) == 2
+
+
+def test_new_only_enrolment_refuses_a_person_another_process_enrolled_meanwhile(tmp_path):
+    """The MQTT enrolment checks the name when it starts and again when its frames are in; a `facelock
+    enroll` on the lock (another process, another connection) can land between that check and the insert.
+    `new_only` makes the check part of the insert's own transaction."""
+    path = tmp_path / "gallery.db"
+    with Gallery(path) as service_side, Gallery(path) as cli_side:
+        assert service_side.people() == []  # the command's check: nobody called alice yet
+        cli_side.enroll("Alice", embs(2, 1))  # meanwhile, on the lock's console
+        with pytest.raises(GalleryError, match="'alice' is enrolled already"):
+            service_side.enroll("alice", embs(3, 9), new_only=True)
+        assert state(service_side)[0] == [("Alice", 2, 0)]  # the stranger's frames were not merged in
+        assert service_side.enroll("bob", embs(1, 2), new_only=True) == 1

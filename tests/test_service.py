@@ -172,7 +172,7 @@ def test_commands_remove_unknown_and_known(secure_broker, tmp_path):
     config = _config(tmp_path, secure_broker.port, commands=True, command_key_file=str(tmp_path / "command.key"),
                      **secure_broker.tls_options("lock"))
     relay, _ = _relay(config)
-    sub = secure_broker.client("admin", ["facelock/svc/reply"])
+    sub = secure_broker.client("admin", ["facelock/svc/reply", "facelock/svc/event"])
     service = Service(config, components=(FakeDetector(), FakeAligner(), FakeEmbedder()),
                       source_factory=lambda _o: ListSource([0], 0.02, forever=True), relay=relay,
                       install_signals=False)
@@ -187,7 +187,7 @@ def test_commands_remove_unknown_and_known(secure_broker, tmp_path):
         sub.publish("facelock/svc/cmd/remove", os.urandom(300))
         sub.publish("facelock/svc/cmd/lock", b"LOCK")
         sub.publish("facelock/svc/cmd/remove", sign(key, "facelock/svc/cmd/remove", {"name": "Alice", "id": "2"}))
-        assert sub.wait_for(lambda m: len(m) >= 5, timeout=10)
+        assert sub.wait_for(lambda m: sum(t == "facelock/svc/reply" for t, *_ in m) >= 5, timeout=10)
         replies = [json.loads(p) for p, _ in sub.on("facelock/svc/reply")]
         by_id = {r.get("id"): r for r in replies}
         assert by_id["1"]["ok"] is False and "unknown person 'mallory'" in by_id["1"]["error"]
@@ -195,6 +195,12 @@ def test_commands_remove_unknown_and_known(secure_broker, tmp_path):
         assert any(r["command"] == "lock" and r["ok"] for r in replies)
         assert sum(not r["ok"] for r in replies) == 3
         assert service.matcher.names == ()
+        # every one is audited, the two malformed ones too (refused, with the parser's reason)
+        assert sub.wait_for(lambda m: sum(t == "facelock/svc/event" for t, *_ in m) >= 5, timeout=10)
+        audits = [json.loads(p) for p, _ in sub.on("facelock/svc/event")]
+        refused = [a for a in audits if a["event_type"] == "command" and a["decision"] == "refused"]
+        assert len(refused) == 2 and all(a["command"] == "remove" and not a["signed"] for a in refused), audits
+        assert any("expected str" in a["reason"] for a in refused) and any("UTF-8" in a["reason"] for a in refused)
     finally:
         service.stopping = True
         thread.join(20)

@@ -232,11 +232,15 @@ class Gallery:
 
     # -- changes ------------------------------------------------------------------------------------------
 
-    def enroll(self, name: str, embeddings: np.ndarray, model: str = "") -> int:
+    def enroll(self, name: str, embeddings: np.ndarray, model: str = "", new_only: bool = False) -> int:
         """Add templates for `name`, creating the person if new. Returns how many were new (an embedding
-        already stored for this person is not stored twice)."""
+        already stored for this person is not stored twice). `new_only`: GalleryError if `name` (in any
+        case) is enrolled already, checked in the same write transaction as the insert, so an enrolment by
+        another process between a caller's check and this call cannot be merged into."""
         name = validate_name(name)
         with self._tx() as db:
+            if new_only and self._person_id(db, name) is not None:
+                raise GalleryError(f"{name!r} is enrolled already in {self.path} (not added to)")
             embs = check_embeddings(embeddings, f"enrolment of {name!r}", self._dim(db, model))
             added = self._add(db, self._person_or_new(db, name), POSITIVE, embs, model)
             self._bump(db)

@@ -54,6 +54,14 @@ class Command:
     request_id: str | None = None
     received: float = field(default_factory=time.monotonic)
     envelope: Envelope | None = None  # signed commands: the signature to check before acting
+    rejected: str | None = None  # a malformed one: why (the service refuses and audits it; it never acts)
+
+
+def rejected_command(topic_name: str, error: str) -> Command:
+    """A malformed command as the service sees it: refused, answered and audited like any other. The name
+    is the topic's last level as the client sent it, cut to 32 characters of [A-Za-z0-9_-] (the rest '?')."""
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "?" for c in topic_name[:32])
+    return Command(name or "?", {}, rejected=error)
 
 
 class CommandRejected(MqttError):

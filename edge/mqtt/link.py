@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError
-from edge.mqtt.commands import Command, CommandRejected, parse_command
+from edge.mqtt.commands import Command, CommandRejected, parse_command, rejected_command
 from edge.mqtt.connection import (
     ConnectionLog,
     describe_connack,
@@ -274,14 +274,14 @@ class MqttLink:
         try:
             command = parse_command(name, payload, self.options.max_command_bytes, retained)
         except CommandRejected as exc:
+            # Refused, answered and audited by the service like any refused command (edge.service.commands).
             log.warning("mqtt: command on %s refused (%d bytes): %s", topic, len(payload), exc)
-            self.reply(name[:32], None, ok=False, error=str(exc))
-            return
+            command = rejected_command(name, str(exc))
         try:
             self.commands.put_nowait(command)
         except queue.Full:
             log.warning("mqtt: command %s refused: too many commands waiting", name)
-            self.reply(name, command.request_id, ok=False, error="busy: too many commands waiting")
+            self.reply(command.name, command.request_id, ok=False, error="busy: too many commands waiting")
             return
         log.info("mqtt: command %s queued", name)
 

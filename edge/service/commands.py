@@ -15,13 +15,15 @@ Who may do what (`authorize`, before anything acts):
   entity, which cannot sign) only with `mqtt.unsigned_unlock`, and never during a lockout.
 - `enroll` never adds to a person enrolled already unless the signed command says `"add": true` (else a
   stranger in front of the camera would be merged into them and then open the door as them).
-- Every command, accepted or refused, is an audit event on the event topic (`Events.command`).
+- Every command, accepted or refused (a malformed one too), is an audit event on the event topic
+  (`Events.command`); refusals beyond `AuditBudget` (a flood) are counted into the next one audited.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +48,33 @@ class Enrolment:
     signed: bool = True
 
 
+class AuditBudget:
+    """How many refused commands get an audit event each: `burst` at once, then `per_minute` (a token
+    bucket on the monotonic clock). Audit events are security events, which the outbox never drops, so a
+    client flooding refused commands while the event topic is unreachable would otherwise grow it without
+    bound. Every refusal is still answered and logged; the ones over budget are counted and the count goes
+    into the next refusal that is audited."""
+
+    def __init__(self, burst: int = 20, per_minute: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.burst, self.rate, self.clock = burst, per_minute / 60.0, clock
+        self.tokens, self.last = float(burst), clock()
+        self.unaudited = 0  # refusals over budget since the last audited one
+        self.unaudited_total = 0
+
+    def take(self) -> int | None:
+        """None: over budget (counted). Else how many refusals before this one went unaudited."""
+        now = self.clock()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1.0:
+            self.unaudited += 1
+            self.unaudited_total += 1
+            return None
+        self.tokens -= 1.0
+        skipped, self.unaudited = self.unaudited, 0
+        return skipped
+
+
 class Commands:
     """Runs commands against the gallery, matcher and relay; `publish_state` is called after each change
     so Home Assistant sees it at once. `min_face_px` is the quality gate's (what counts as a face in view).
@@ -68,6 +97,7 @@ class Commands:
         self.unsigned_unlock = unsigned_unlock
         self.locked_out = locked_out
         self.enrolment: Enrolment | None = None
+        self.refusals = AuditBudget()
 
     def poll(self) -> None:
         """Execute every command waiting on the link and reply to each."""
@@ -81,6 +111,8 @@ class Commands:
     def run(self, command) -> None:
         """Authorise, execute, reply and audit one command; nothing it does can raise out of here."""
         try:
+            if command.rejected is not None:  # malformed (edge.mqtt.commands): refused before it could act
+                raise CommandRefused(command.rejected)
             self.authorize(command)
             result = self.execute(command)
         except CommandRefused as exc:
@@ -104,8 +136,14 @@ class Commands:
         self.link.reply(command.name, command.request_id, ok=False, error=error)
 
     def _audit(self, command, decision: str, reason: str) -> None:
+        if decision == "refused":
+            unaudited = self.refusals.take()
+            if unaudited is None:
+                return  # a flood of refusals: counted, and said in the next refusal's audit event
+            if unaudited:
+                reason += f" (and {unaudited} more refused commands before this one, not audited one by one)"
         target = command.args.get("name")
-        if command.name == "lock":
+        if "action" in command.args:  # cmd/lock (a malformed one has no action)
             reason = f"{command.args['action']}: {reason}"
         self.events.command(command.name, decision, reason, command.request_id, command.envelope is not None,
                             target)
@@ -223,7 +261,7 @@ class Commands:
         try:
             if not e.add:  # enrolled meanwhile (by `facelock enroll` on the lock): still no merge
                 self._refuse_merge(e.name)
-            added = self.gallery.enroll(e.name, e.frames.embeddings(), model=self.matcher.space)
+            added = self.gallery.enroll(e.name, e.frames.embeddings(), model=self.matcher.space, new_only=not e.add)
             self.matcher.refresh(force=True)
             log.info("service: enrolled %s (%d templates)", e.name, added)
             self._enrolled(e, True, "", {"name": e.name, "templates": added})

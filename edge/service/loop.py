@@ -287,6 +287,8 @@ class Service:
     def _publish_stats(self) -> None:
         stats = self.stats.summary()
         stats.update(backend=self.backend, **delivery_stats(self.outbox, self.link))
+        if self.commands is not None:  # refused commands a flood left without an audit event of their own
+            stats["commands_unaudited"] = self.commands.refusals.unaudited_total
         self.link.publish_stats(stats)
 
     def _commands(self) -> None:
