@@ -58,12 +58,14 @@ def run_peer_embeddings(root: Path, files: tuple[str, ...], cache: Path) -> tupl
 def _pair_chips(opts: BenchOptions, conv: Conversion, pairs, root: Path) -> tuple[np.ndarray, np.ndarray]:
     """(chips, found): one 150x150 chip per pair image (zeros where no face was found)."""
     from convert.datasets import build_chipset
-    from edge.vision.align import FaceAligner
-    from edge.vision.build import detector
+    from edge.models.bundle import load_bundle
+    from edge.vision.build import bundle_stages
 
-    # The same chip cache as `facelock convert` (same files, same aligner): no re-detection.
-    test = build_chipset(root, [root / f for f in pairs.files], detector(num_threads=max(opts.threads)),
-                         FaceAligner(), cache_dir=conv.workdir / "cache", progress=opts.progress)
+    # The bundle's own detection, subject rule and alignment; the same chip cache as `facelock convert`
+    # (same files, same aligner): no re-detection.
+    faces = bundle_stages(load_bundle(conv.bundle), num_threads=max(opts.threads)).pipeline()
+    test = build_chipset(root, [root / f for f in pairs.files], faces, cache_dir=conv.workdir / "cache",
+                         progress=opts.progress)
     chip_of = {f: i for i, f in enumerate(test.files)}
     found = np.array([f in chip_of for f in pairs.files])
     chips = np.zeros((len(pairs.files), 150, 150, 3), np.uint8)

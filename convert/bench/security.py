@@ -232,8 +232,7 @@ def _embed_ours(stages, lfw: Path, files: list[str], progress: bool) -> tuple[np
     from convert.bench.util import bar
     from convert.datasets import build_chipset
 
-    chipset = build_chipset(lfw, [lfw / f for f in files], stages.detector, stages.aligner, min_faces=1,
-                            progress=progress)
+    chipset = build_chipset(lfw, [lfw / f for f in files], stages.pipeline(), min_faces=1, progress=progress)
     at = {f: i for i, f in enumerate(chipset.files)}
     found = np.array([f in at for f in files])
     dim = stages.embedder.embed(chipset.chips[:1]).shape[1]

@@ -3,8 +3,8 @@
 Steps (each printed as it runs; the fine-tune resumes from its checkpoint in the work folder):
  0. load the model and check that it takes the chips its card says (--input-size, --channels,
     --normalize, --template; the card goes into the bundle, see convert.model_card);
- 1. align training faces with edge's own detector and aligner (train people only when the folder has an
-    LFW-style split.csv);
+ 1. align training faces with the lock's own detection, subject rule and aligner (train people only when
+    the folder has an LFW-style split.csv);
  2. prune to the target sparsity, fine-tuned by distillation from the float model;
  3. full-integer int8 conversion calibrated on >= 300 aligned chips;
  4. validate float / pruned / int8 on a labelled pair list, choose the operating threshold on training
@@ -100,6 +100,7 @@ def run_convert(opts: ConvertOptions) -> dict:
     from edge.models.store import DETECTOR_FULL_RANGE, model_path
     from edge.vision.align import FaceAligner
     from edge.vision.build import detector, landmarker
+    from edge.vision.pipeline import FacePipeline
 
     started = time.time()
     # First, so that a model that does not take the chips the card says is refused before any work.
@@ -108,13 +109,15 @@ def run_convert(opts: ConvertOptions) -> dict:
          f"{card.normalization.describe()}, template {card.template}, {card.embedding_dim}-d")
     opts.workdir.mkdir(parents=True, exist_ok=True)
     detector_file = model_path(DETECTOR_FULL_RANGE)
-    face_detector = detector(detector_file, num_threads=opts.threads)
-    # The lock's alignment: landmark points from the face-landmark model, which the bundle carries too.
+    # The lock's detection, subject rule and alignment (landmark points from the face-landmark model),
+    # with the same model files the bundle carries; no embedder yet (that is what is being made).
     marks = landmarker(num_threads=opts.threads)
     aligner = FaceAligner(template=template, landmarker=marks)
+    faces = FacePipeline(detector(detector_file, num_threads=opts.threads), aligner, None, landmarker=marks,
+                         near_detector=detector(near_detector_file(), num_threads=opts.threads))
 
-    train = training_chips(opts, face_detector, aligner)  # 1.
-    held_out = pair_chips(opts, face_detector, aligner, train.chips.shape[1:]) if opts.pairs else None
+    train = training_chips(opts, faces)  # 1.
+    held_out = pair_chips(opts, faces, train.chips.shape[1:]) if opts.pairs else None
     models = compress(opts, train, source, card)  # 2.
     int8_path = quantize_int8(opts, models.int8_source, train)  # 3.
     int8, report, threshold = validate_models(opts, models, int8_path, train, held_out)  # 4.
@@ -127,20 +130,20 @@ def run_convert(opts: ConvertOptions) -> dict:
     return report
 
 
-def training_chips(opts: ConvertOptions, detector, aligner):
+def training_chips(opts: ConvertOptions, faces):
     """1. Aligned chips of the training photos (train people only with an LFW-style split.csv)."""
     from convert.compress import quantize
     from convert.datasets import build_chipset, list_images, spread_by_person
 
     files = spread_by_person(list_images(opts.data, split="train"), opts.train_faces)
     _say(f"aligning up to {len(files)} training photos from {opts.data}")
-    train = build_chipset(opts.data, files, detector, aligner, min_faces=quantize.MIN_REPRESENTATIVE,
+    train = build_chipset(opts.data, files, faces, min_faces=quantize.MIN_REPRESENTATIVE,
                           cache_dir=opts.workdir / "cache")
     _say(f"{len(train)} training faces of {len(train.people)} people")
     return train
 
 
-def pair_chips(opts: ConvertOptions, detector, aligner, chip_shape: tuple[int, ...]) -> HeldOut:
+def pair_chips(opts: ConvertOptions, faces, chip_shape: tuple[int, ...]) -> HeldOut:
     """The pair list's chips (held out: never used for fine-tuning, calibration or the threshold)."""
     from convert.compress import validate
     from convert.datasets import build_chipset
@@ -149,8 +152,7 @@ def pair_chips(opts: ConvertOptions, detector, aligner, chip_shape: tuple[int, .
     if opts.max_pairs:
         pairs = _first_pairs(pairs, opts.max_pairs)
     pair_root = opts.pairs.parent
-    test = build_chipset(pair_root, [pair_root / f for f in pairs.files], detector, aligner,
-                         cache_dir=opts.workdir / "cache")
+    test = build_chipset(pair_root, [pair_root / f for f in pairs.files], faces, cache_dir=opts.workdir / "cache")
     found = np.array([f in set(test.files) for f in pairs.files])
     chip_of = {f: i for i, f in enumerate(test.files)}
     test_chips = np.zeros((len(pairs.files), *chip_shape), dtype=np.uint8)
