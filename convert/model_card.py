@@ -35,6 +35,11 @@ class CardOptions:
     normalize: str = "none"  # parse_normalization's text
     template: str | None = None  # preset name or template JSON; None: the preset made for the input size
 
+    def __post_init__(self):
+        # One spelling ("RGB"), whatever the caller wrote: the CLI's `--channels rgb` and the default must
+        # compare equal (`facelock bench` reuses a conversion only when its options are the same).
+        object.__setattr__(self, "channels", str(self.channels).upper())
+
 
 def parse_normalization(text: str, source: str = "--normalize") -> Normalization:
     """`none`, or `mean=M,std=S`, M and S one number or three (`R:G:B`, in the model's channel order):

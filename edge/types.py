@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import Enum, IntEnum
 
 import numpy as np
 
@@ -52,6 +52,7 @@ class Face:
     score: float  # detector confidence in [0, 1]
     landmarks: np.ndarray | None = None  # (5, 2) float32, x/y per Landmark, from the landmark model
     presence: float | None = None  # the landmark model's face-presence score in [0, 1]
+    mesh: np.ndarray | None = None  # (468, 3) float32: the landmark model's mesh, x/y frame px, z same scale
 
     @property
     def confidence(self) -> float:
@@ -88,6 +89,25 @@ class AlignedFace:
     chip: np.ndarray  # (S, S, 3) uint8 RGB; S the embedder's input size (model card; 150 for dlib)
     matrix: np.ndarray  # (2, 3) float64, frame -> chip pixel coordinates
     face: Face
+
+
+class LivenessState(str, Enum):
+    LIVE = "live"
+    ATTACK = "attack"  # attack suspected: the frames moved like a print or a screen, or not at all
+    UNDECIDED = "undecided"  # not enough frames or motion yet: wait for more within the attempt
+
+
+@dataclass(frozen=True, eq=False)
+class LivenessVerdict:
+    """The passive liveness checks' verdict on an attempt's frames (edge.vision.liveness makes it,
+    edge.identity.decide reads it). `check` names what decided (parallax, blink, planar, static) or what is
+    missing (frames, motion); `figures` the measurements behind it."""
+
+    state: LivenessState
+    check: str
+    reason: str
+    frames: int = 0
+    figures: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

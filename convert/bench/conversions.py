@@ -30,6 +30,8 @@ def _norm_option(key: str, value):
         return None
     if key in ("model", "data", "pairs"):
         return str(Path(value).resolve())
+    if key == "card" and isinstance(value, dict):  # conversions made before CardOptions said "RGB" always
+        return {**value, "channels": str(value.get("channels", "RGB")).upper()}
     if isinstance(value, (list, tuple)):
         return [_norm_option(key, v) for v in value]
     if isinstance(value, float) and value.is_integer():

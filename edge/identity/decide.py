@@ -17,6 +17,11 @@ have left the last `n` frames.
   attempts) — a failure, reported once as a REJECT decision, provided it held at least
   `min_attempt_frames` face frames (a single stray frame is noise, not an attempt).
 
+**Liveness.** With a liveness judge (edge.vision.liveness; passed in, identity does not import vision), P
+also needs the attempt's frames of P (a frame without P breaks the run) to look live: once P has the votes,
+live -> ACCEPT; attack suspected -> the attempt fails as ATTACK (counted like a REJECT, naming the check);
+undecided -> PENDING until more frames come (an attempt that ends so is a REJECT that says why).
+
 **Cooldown.** After P is accepted, frames voting for P are ignored for `cooldown_s` (P is still in front of
 the door; that is neither a new unlock nor a failed attempt). Other faces are decided as usual.
 
@@ -40,10 +45,12 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, Protocol
 
 from edge.identity.lockout_store import LockoutState, LockoutStore
 from edge.identity.match import Match
 from edge.options import DAY_S, HOUR_S, MAX_COUNT, WEEK_S, check
+from edge.types import LivenessState, LivenessVerdict
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +60,14 @@ class Outcome(str, Enum):
     PENDING = "pending"  # an attempt is under way, not decided yet (or a face in cooldown)
     ACCEPT = "accept"  # open for `person`
     REJECT = "reject"  # an attempt ended without an accept
+    ATTACK = "attack_suspected"  # an attempt ended because the liveness checks took the face for a print/screen
     LOCKED_OUT = "locked_out"  # too many failures: nothing is accepted until `retry_after_s` has passed
+
+
+class LivenessJudge(Protocol):
+    """What the decider needs of a liveness check (edge.vision.liveness.LivenessCheck is one)."""
+
+    def judge(self, samples: list[Any]) -> LivenessVerdict: ...
 
 
 LOCKOUT = "lockout"
@@ -141,6 +155,7 @@ class Decision:
     events: tuple[LockoutEvent, ...] = ()
     retry_after_s: float = 0.0  # LOCKED_OUT (or a REJECT that started a lockout): seconds until allowed
     attempt_frames: int = 0  # face frames in the attempt this decision is about
+    liveness: LivenessVerdict | None = None  # the liveness verdict behind an ACCEPT, ATTACK or PENDING
 
 
 def backoff_s(lockout_s: float, growth: float, level: int, lockout_max_s: float) -> float:
@@ -163,8 +178,12 @@ class Decider:
     `store`: where the lockout state is kept across restarts (None: in memory only). Its monotonic clock
     must be the clock of the `now` given to `update` (frame timestamps are `time.monotonic()`)."""
 
-    def __init__(self, options: DecideOptions | None = None, store: LockoutStore | None = None):
+    def __init__(self, options: DecideOptions | None = None, store: LockoutStore | None = None,
+                 liveness: LivenessJudge | None = None):
         self.options = (options or DecideOptions()).validate()
+        self.liveness = liveness  # the attempt's frames for it: (best candidate or None, sample), oldest first
+        self._evidence: deque[tuple[str | None, Any]] = deque(maxlen=MAX_COUNT)
+        self._verdict: LivenessVerdict | None = None  # the last one of this attempt
         self._last_now = float("-inf")
         self._votes: deque[tuple[float, str | None, float]] = deque(maxlen=self.options.n)
         self._attempt_start: float | None = None
@@ -220,12 +239,16 @@ class Decider:
         self._attempt_start = None
         self._attempt_frames = 0
         self._attempt_best = (None, -1.0)
+        self._evidence.clear()
+        self._verdict = None
 
-    def _fail_attempt(self, now: float, why: str) -> Decision | None:
+    def _fail_attempt(self, now: float, why: str, outcome: Outcome = Outcome.REJECT) -> Decision | None:
         """End the attempt under way as failed; the REJECT (None if it was too short to count)."""
         o = self.options
-        frames, (best, best_score) = self._attempt_frames, self._attempt_best
+        frames, (best, best_score), verdict = self._attempt_frames, self._attempt_best, self._verdict
         self._reset_attempt()
+        if outcome is Outcome.REJECT and verdict is not None:  # P had the votes; liveness never said live
+            why += f"; liveness undecided ({verdict.check}: {verdict.reason})"
         if frames < o.min_attempt_frames:
             return None
         self._failures.append(now)
@@ -246,14 +269,16 @@ class Decider:
             retry = duration
         self._save()
         shown = f"best {best} {best_score:.3f}" if best else "no candidate"
-        return Decision(Outcome.REJECT, now, best, best_score if best else None,
-                        f"attempt failed: {why} ({shown})", events, retry, frames)
+        head = "attack suspected" if outcome is Outcome.ATTACK else "attempt failed"
+        return Decision(outcome, now, best, best_score if best else None, f"{head}: {why} ({shown})", events,
+                        retry, frames, verdict)
 
     # -- the one main method -----------------------------------------------------------------------------
 
-    def update(self, match: Match | None, now: float) -> Decision:
+    def update(self, match: Match | None, now: float, sample: Any = None) -> Decision:
         """Decide on one frame. `match` None: no usable face in this frame. `now`: monotonic seconds
-        (a timestamp earlier than the previous one is treated as equal to it)."""
+        (a timestamp earlier than the previous one is treated as equal to it). `sample`: the frame's
+        liveness sample for the judge (None: the frame has none)."""
         o = self.options
         if now < self._last_now:
             log.debug("decider: time went back %.3f s; using the previous timestamp", self._last_now - now)
@@ -284,16 +309,17 @@ class Decider:
         if ended is not None and self._locked_until is not None:
             return _with_events(ended, events)  # that failure started a lockout: this frame is not used
 
-        decision = self._frame(match, now)
+        decision = self._frame(match, now, sample)
         if ended is not None and decision.outcome is not Outcome.ACCEPT:
             return _with_events(ended, events)  # this frame (if it has a face) counts toward the next attempt
         return _with_events(decision, events)
 
-    def _frame(self, match: Match | None, now: float) -> Decision:
+    def _frame(self, match: Match | None, now: float, sample: Any = None) -> Decision:
         o = self.options
         if match is None:
             if self._attempt_start is None:
                 return Decision(Outcome.IDLE, now, reason="no face")
+            self._evidence.append((None, None))  # a gap: the liveness run starts afresh
             best, score = self._attempt_best_or_none()
             return Decision(Outcome.PENDING, now, best, score, "no usable face this frame",
                             attempt_frames=self._attempt_frames)
@@ -320,12 +346,23 @@ class Decider:
         if match.person is not None and match.score > self._attempt_best[1]:
             self._attempt_best = (match.person, match.score)
         self._votes.append((now, vote, match.score))
+        self._evidence.append((match.person, sample))
         recent = [(t, p, s) for t, p, s in self._votes if t > now - o.window_s]
         if vote is not None:
             scores = [s for _, p, s in recent if p == vote]
             # Anyone else voted for among the last n frames (window or not): the face wavers, nobody opens.
             rivals = sorted({p for _, p, _ in self._votes if p is not None and p != vote})
-            if len(scores) >= o.k and not rivals:
+            verdict = self._live(vote) if len(scores) >= o.k and not rivals else None
+            if verdict is not None and verdict.state is LivenessState.ATTACK:
+                self._verdict = verdict  # (an attempt too short to count gives None: not accepted either)
+                return self._fail_attempt(now, f"{verdict.check}: {verdict.reason}", Outcome.ATTACK) or \
+                    Decision(Outcome.PENDING, now, vote, match.score, verdict.reason, liveness=verdict)
+            if verdict is not None and verdict.state is LivenessState.UNDECIDED:
+                self._verdict = verdict  # for the REJECT, should the attempt end so
+                return Decision(Outcome.PENDING, now, vote, match.score, f"{vote}: waiting for liveness "
+                                f"({verdict.check}: {verdict.reason})", attempt_frames=self._attempt_frames,
+                                liveness=verdict)
+            if verdict is not None:
                 frames = self._attempt_frames
                 self._reset_attempt()
                 self._cooldown = {p: t for p, t in self._cooldown.items() if t > now}  # forget expired ones
@@ -334,13 +371,21 @@ class Decider:
                     self._failures.clear()
                     self._level = 0
                     self._save()
+                live = "" if verdict.check == "off" else f"; live ({verdict.check})"
                 return Decision(Outcome.ACCEPT, now, vote, sum(scores) / len(scores),
-                                f"{vote}: {len(scores)} of the last {len(recent)} frames", attempt_frames=frames)
+                                f"{vote}: {len(scores)} of the last {len(recent)} frames{live}",
+                                attempt_frames=frames, liveness=None if live == "" else verdict)
             why = f"{vote}: {len(scores)}/{o.k} votes"
             if rivals:
                 why += f", but {', '.join(rivals)} also voted among the last {o.n} frames"
         return Decision(Outcome.PENDING, now, match.person, match.score if match.person else None, why,
                         attempt_frames=self._attempt_frames)
+
+    def _live(self, person: str) -> LivenessVerdict:
+        """The judge's verdict on the attempt's frames of `person` (live when there is no judge)."""
+        if self.liveness is None:
+            return LivenessVerdict(LivenessState.LIVE, "off", "no liveness check")
+        return self.liveness.judge([s if p == person else None for p, s in self._evidence])
 
     def _attempt_best_or_none(self) -> tuple[str | None, float | None]:
         best, score = self._attempt_best

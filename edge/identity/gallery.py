@@ -3,8 +3,7 @@
 What is stored: embeddings (float32, unit length) and names, never photos. A template is one embedding of
 the person; several per person cover glasses, light, angle. A **negative example** is an embedding of
 someone else who must not open as that person (a sibling, a look-alike the lock once let in): the matcher
-refuses the person when a probe is at least as close to one of their negatives as to their own templates
-(see edge.identity.match).
+refuses the person when a probe is as close to one of their negatives as to their templates (match.py).
 
 Storage: WAL journal (the service reads while `facelock enroll` writes), foreign keys on, every change in
 one IMMEDIATE transaction (all of an enrolment or none of it), a `schema_version` table checked on open,
@@ -12,8 +11,7 @@ and a `revision` number bumped by each change so a running matcher notices and r
 (`people list`, `export`) opens with SQLite's mode=ro: no schema writes and no write lock, so it reads at
 once while another process writes. Every SQLite error is a GalleryError naming the file.
 
-Export/import (JSON with names and embeddings only) is edge.identity.transfer; `export` and `import_`
-here call it.
+Export/import (JSON with names and embeddings only): edge.identity.transfer, called by `export`/`import_`.
 """
 
 from __future__ import annotations
@@ -233,10 +231,8 @@ class Gallery:
     # -- changes ------------------------------------------------------------------------------------------
 
     def enroll(self, name: str, embeddings: np.ndarray, model: str = "", new_only: bool = False) -> int:
-        """Add templates for `name`, creating the person if new. Returns how many were new (an embedding
-        already stored for this person is not stored twice). `new_only`: GalleryError if `name` (in any
-        case) is enrolled already, checked in the same write transaction as the insert, so an enrolment by
-        another process between a caller's check and this call cannot be merged into."""
+        """Add templates for `name`, creating the person if new; how many were new (none twice). `new_only`:
+        GalleryError if `name` is enrolled already, checked in the insert's own transaction (no race)."""
         name = validate_name(name)
         with self._tx() as db:
             if new_only and self._person_id(db, name) is not None:

@@ -2,7 +2,8 @@
 
 Entities, one device (`facelock_<device_id>`), all wired to the availability topic:
 - `event`  recognitions: state topic = the event topic; `event_type` is recognized | unknown | rejected |
-           lockout | unlock_allowed | command (the audit of a command); the other keys become attributes.
+           attack_suspected (liveness: a print or a screen) | lockout | unlock_allowed | command (the audit
+           of a command); the other keys become attributes.
 - `sensor` the last person recognized ("nobody" until someone is; published at start so it is never
            "unknown"), from the retained state topic; the whole state as attributes.
 - `lock`   only when it can act (`offers_lock_entity`): a relay, and Home Assistant allowed to unlock
@@ -28,7 +29,7 @@ from edge.options import check
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES = ("recognized", "unknown", "rejected", "lockout", "unlock_allowed", "command")
+EVENT_TYPES = ("recognized", "unknown", "rejected", "attack_suspected", "lockout", "unlock_allowed", "command")
 
 
 def offers_lock_entity(mqtt_options, has_relay: bool) -> bool:

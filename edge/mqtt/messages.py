@@ -29,7 +29,7 @@ STATS_SCHEMA = "facelock.stats/1"
 REPLY_SCHEMA = "facelock.reply/1"
 ONLINE, OFFLINE = "online", "offline"
 # Events the outbox never drops at its cap (with any event whose decision is "accept": the door opened).
-SECURITY_EVENT_TYPES = frozenset({"lockout", "unlock_allowed", "command"})
+SECURITY_EVENT_TYPES = frozenset({"lockout", "unlock_allowed", "command", "attack_suspected"})
 
 
 def utc_now() -> str:
@@ -107,8 +107,8 @@ class Topics:
 
 @dataclass(frozen=True)
 class RecognitionEvent:
-    """One event message. `event_type`: recognized | unknown | rejected | lockout | unlock_allowed | command
-    (Home Assistant's event entity uses it); `person` is a name or "unknown". A `command` event is the audit
+    """One event message. `event_type`: recognized | unknown | rejected | attack_suspected (a print or screen,
+    `reason` names the liveness check) | lockout | unlock_allowed | command (Home Assistant's event entity uses it); `person` is a name or "unknown". A `command` event is the audit
     record of one command: `command`, `decision` accepted | refused | done | failed, `reason`, `request_id`,
     `signed`, `target` (the person it is about); never the signature."""
 

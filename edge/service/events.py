@@ -1,4 +1,5 @@
-"""The events the lock reports: a decision (recognized / rejected / unknown), a lockout starting or ending,
+"""The events the lock reports: a decision (recognized / rejected / unknown / attack_suspected: the liveness
+checks took the face for a print or a screen, and the reason names the check), a lockout starting or ending,
 and the audit record of every command (accepted or refused, and why).
 
 Translates `edge.identity.decide`'s results into `RecognitionEvent` messages for the MQTT event topic
@@ -38,7 +39,14 @@ class Events:
         the person cannot fire for a face that did not open the door); with `reveal_candidates` it names
         its best candidate (below the bar) and score, else it says only that the attempt failed."""
         accept = decision.outcome is Outcome.ACCEPT
-        if accept or self.reveal_candidates:
+        if decision.outcome is Outcome.ATTACK:  # distinct from a stranger; whose photo it was stays hidden
+            event_type, score, candidate = "attack_suspected", None, None
+            check = decision.liveness.check if decision.liveness is not None else "liveness"
+            reason = decision.reason if self.reveal_candidates else \
+                f"attack suspected: {check} ({decision.attempt_frames} frames)"
+            if self.reveal_candidates:
+                score, candidate = decision.score, decision.person
+        elif accept or self.reveal_candidates:
             event_type = "recognized" if accept else ("rejected" if decision.person else "unknown")
             score, reason, candidate = decision.score, decision.reason, None if accept else decision.person
         else:  # "unknown" vs "rejected" would tell whether some enrolled face came close: one type for both

@@ -44,7 +44,7 @@ from edge.service.commands import Commands
 from edge.service.events import Events
 from edge.service.options import ServiceOptions
 from edge.service.stats import StageStats, delivery_state, delivery_stats, delivery_version, stage_dict
-from edge.vision.build import Stages, bundle_stages, load_pipeline_components
+from edge.vision.build import Stages, bundle_stages, liveness_stage, load_pipeline_components
 from edge.vision.pipeline import FacePipeline
 from edge.vision.quality import QualityGate
 
@@ -105,11 +105,13 @@ class Service:
         self.backend = _describe_backend(embedder)
         self.gallery = Gallery(c.gallery.path or None)
         self.matcher = Matcher(self.gallery, c.match, space=getattr(embedder, "space", ""))
+        landmarker = getattr(stages, "landmarker", None)
+        liveness = liveness_stage(c.liveness, landmarker)  # samples per frame, judged by the decider
         self.pipeline = FacePipeline(detector, aligner, embedder, QualityGate(c.quality), self.matcher,
-                                     landmarker=getattr(stages, "landmarker", None),
-                                     near_detector=getattr(stages, "near_detector", None))
+                                     landmarker=landmarker, near_detector=getattr(stages, "near_detector", None),
+                                     liveness=liveness)
         # failed attempts and the lockout survive restarts and power cuts (edge.identity.lockout_store)
-        self.decider = Decider(self._decide_options(bundle), LockoutStore(c.decide.state_path or None))
+        self.decider = Decider(self._decide_options(bundle), LockoutStore(c.decide.state_path or None), liveness)
         self.relay = self._relay if self._relay is not None else open_relay(c.relay)
         self.has_lock = not isinstance(self.relay, NoRelay)
         self.outbox = Outbox(c.outbox)
@@ -318,14 +320,15 @@ class Service:
         if self.commands.enrolment is not None:  # while enrolling, faces are collected, not decided on
             self.commands.enrol_frame(analysis, frame.timestamp, time.monotonic())
             return
-        decision = self.decider.update(analysis.match if analysis.usable else None, frame.timestamp)
+        decision = self.decider.update(analysis.match if analysis.usable else None, frame.timestamp,
+                                       analysis.liveness)
         latency = (time.monotonic() - start) * 1e3
         changed = False
         if decision.outcome is Outcome.ACCEPT:
             self.relay.unlock()
             self.last_person = decision.person or "unknown"
             changed = True
-        if decision.outcome in (Outcome.ACCEPT, Outcome.REJECT):
+        if decision.outcome in (Outcome.ACCEPT, Outcome.REJECT, Outcome.ATTACK):
             self.last_decision = decision.outcome.value
             self.events.decision(decision, latency)
             changed = True

@@ -49,6 +49,8 @@ TEMPLATE_SCHEMA = "facelock.alignment/1"
 KEYPOINT_NAMES = tuple(k.name.lower() for k in Keypoint)
 LANDMARK_NAMES = tuple(k.name.lower() for k in Landmark)
 POINT_SETS = {"keypoints": KEYPOINT_NAMES, "landmarks": LANDMARK_NAMES}
+# Bump when edge.vision.landmarks changes the points it gives (chip caches are keyed by it).
+LANDMARK_STAGE = "mediapipe-face-landmark/2-pass-reframe/stretched"
 
 
 @dataclass(frozen=True)
@@ -149,8 +151,10 @@ class FaceAligner:
         self.options = options or AlignOptions()
         self.template = template or load_template()
         self.landmarker = landmarker
+        # With landmark points, how the landmark model is run decides the chips too.
+        marks = LANDMARK_STAGE if self.template.uses_landmarks else None
         blob = json.dumps([self.template.points.round(4).tolist(), self.template.weights.tolist(),
-                           self.options.max_bilinear_step, self.template.chip_size]).encode()
+                           self.options.max_bilinear_step, self.template.chip_size, marks]).encode()
         # Identifies what chips this aligner cuts (for caches of aligned chips).
         self.cache_key = "align:" + hashlib.sha256(blob).hexdigest()[:16]
 

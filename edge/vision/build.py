@@ -18,13 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edge.errors import ModelError
+from edge.errors import ConfigError, ModelError
 from edge.models.bundle import Bundle, load_bundle
 from edge.models.store import DETECTOR, DETECTOR_FULL_RANGE, LANDMARKS, default_model, model_path
 from edge.vision.align import FaceAligner
 from edge.vision.detect import UNCONFIRMED_MIN_SCORE, BlazeFaceDetector, DetectorOptions
 from edge.vision.embed import Embedder, TFLiteEmbedder
 from edge.vision.landmarks import FaceLandmarker, LandmarkOptions
+from edge.vision.liveness import LivenessCheck, LivenessOptions
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,26 @@ class Stages:
     def __iter__(self):
         return iter((self.detector, self.aligner, self.embedder))
 
-    def pipeline(self, quality=None, matcher=None):
-        """The FacePipeline of these stages (`quality`: a QualityGate; `matcher`: optional)."""
+    def pipeline(self, quality=None, matcher=None, liveness=None):
+        """The FacePipeline of these stages (`quality`: a QualityGate; `matcher`, `liveness` (a
+        LivenessCheck, `liveness_stage`): optional)."""
         from edge.vision.pipeline import FacePipeline
 
         return FacePipeline(self.detector, self.aligner, self.embedder, quality, matcher,
-                            landmarker=self.landmarker, near_detector=self.near_detector)
+                            landmarker=self.landmarker, near_detector=self.near_detector, liveness=liveness)
+
+
+def liveness_stage(options: LivenessOptions | None, landmarker: FaceLandmarker | None) -> LivenessCheck | None:
+    """The liveness stage for `[liveness]` (None when it is off). It reads the landmark model's mesh, so
+    with liveness on and no landmark model (a bundle made before it) nothing could ever be accepted:
+    ConfigError says so rather than a lock that never opens."""
+    options = options or LivenessOptions()
+    if not options.enabled:
+        return None
+    if landmarker is None:
+        raise ConfigError("liveness.enabled = true needs the face-landmark model, and these stages have none "
+                          "(a bundle made before it): rebuild the bundle, or set [liveness] enabled = false")
+    return LivenessCheck(options)
 
 
 def detector(path: str | os.PathLike | None = None, options: DetectorOptions | None = None,

@@ -1,5 +1,6 @@
 """The per-frame path: detect -> landmarks (confirm and refine) -> pick the subject -> quality gates ->
-align -> embed (-> match).
+liveness sample -> align -> embed (-> match). The liveness verdict is the decider's, over an attempt's
+frames (edge.identity.decide): here each usable frame only gives its sample (edge.vision.liveness).
 
 `FacePipeline.subject(frame)` is the one rule for which face a frame is about, shared by the lock
 (`process`), enrolment (`embed_image`) and `facelock embed`: with a landmark model, only detections the
@@ -9,7 +10,8 @@ positive cannot win by being large.
 
 `FacePipeline.process(frame)` never raises for a frame without a usable face: the FrameAnalysis says how
 far the frame got and why it stopped. Each stage is timed with the monotonic clock (`StageTimes`, ms; the
-landmark model under `extra["landmarks"]`, subject selection and gates under `extra["quality"]`).
+landmark model under `extra["landmarks"]`, subject selection and gates under `extra["quality"]`, the
+liveness sample under `extra["liveness"]`).
 
 `FacePipeline.embed_image(image)` is the enrolment path for still photos: stricter, it insists on exactly
 one face (a photo with two people cannot say which is the one to enrol) that passes every gate, and raises
@@ -43,6 +45,10 @@ class LandmarkerLike(Protocol):
     def confirm(self, frame: np.ndarray, faces: list[Face] | tuple[Face, ...]) -> list[Face]: ...
 
 
+class LivenessLike(Protocol):
+    def sample(self, face: Face | None) -> Any: ...
+
+
 class EmbedderLike(Protocol):
     def embed(self, chips: np.ndarray) -> np.ndarray: ...
 
@@ -67,6 +73,7 @@ class FrameAnalysis:
     embedding: np.ndarray | None  # (D,) float32, unit length
     times: StageTimes
     match: Any = None  # edge.identity.match.Match when the pipeline has a matcher
+    liveness: Any = None  # edge.vision.liveness.LivenessSample of a usable frame, with a liveness stage
 
     @property
     def usable(self) -> bool:
@@ -114,7 +121,8 @@ class FacePipeline:
 
     def __init__(self, detector: Detector, aligner: Aligner, embedder: EmbedderLike,
                  quality: QualityGate | None = None, matcher: MatcherLike | None = None,
-                 landmarker: LandmarkerLike | None = None, near_detector: Detector | None = None):
+                 landmarker: LandmarkerLike | None = None, near_detector: Detector | None = None,
+                 liveness: LivenessLike | None = None):
         self.detector = detector
         self.aligner = aligner
         self.embedder = embedder
@@ -122,6 +130,7 @@ class FacePipeline:
         self.matcher = matcher
         self.landmarker = landmarker
         self.near_detector = near_detector
+        self.liveness = liveness
 
     def subject(self, frame: np.ndarray) -> Subject:
         """Detect, confirm with the landmark model, choose the subject (see the module docstring).
@@ -166,6 +175,11 @@ class FacePipeline:
         extra["quality"] = found.select_ms + _ms(t)
         if face is None or not verdict.ok:
             return FrameAnalysis(faces, face, verdict, None, None, StageTimes(detect=found.detect_ms, extra=extra))
+        sample = None
+        if self.liveness is not None:
+            t = time.monotonic()
+            sample = self.liveness.sample(face)
+            extra["liveness"] = _ms(t)
         t = time.monotonic()
         aligned = self.aligner.align(frame, face)
         t_align = _ms(t)
@@ -179,7 +193,7 @@ class FacePipeline:
             match = self.matcher.match(embedding)
             t_match = _ms(t)
         times = StageTimes(detect=found.detect_ms, align=t_align, embed=t_embed, match=t_match, extra=extra)
-        return FrameAnalysis(faces, face, verdict, aligned, embedding, times, match)
+        return FrameAnalysis(faces, face, verdict, aligned, embedding, times, match, sample)
 
     def embed_image(self, image: np.ndarray) -> np.ndarray:
         """The embedding of the one face in a still photo. NoFaceError when the photo holds no face, more
