@@ -19,6 +19,7 @@ Scores: facelock's cosine; the peer's own, -Euclidean distance.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,11 +150,30 @@ def strangers_at_the_door(emb: Embedded, homes: list[tuple[np.ndarray, np.ndarra
     """Stranger attempts through the real decider (or, with `peer_rule`, face_recognition's one-frame rule
     at `threshold` = -tolerance). Each stranger of each household makes `attempts` attempts of `frames`
     frames, with a pause between attempts long enough to end one."""
-    from edge.identity.decide import DecideOptions, Decider, Outcome
-    from edge.identity.match import Match
+    from edge.identity.decide import DecideOptions
 
     opts = decide_options or DecideOptions()
     opts = DecideOptions(**{**opts.__dict__, "threshold": threshold}) if not peer_rule else opts
+    opened = tried = 0
+    # Hundreds of thousands of simulated lockouts: the decider's warning for each is not news here.
+    quiet = logging.getLogger("edge.identity.decide")
+    level, quiet.level = quiet.level, logging.ERROR
+    try:
+        opened, tried = _stranger_attempts(emb, homes, threshold, opts, attempts, frames, fps, peer_rule)
+    finally:
+        quiet.setLevel(level)
+    out = {"attempts": tried, "opened": opened, "per_million": opened / tried * 1e6 if tried else None,
+           "per_million_upper95": _upper95(opened, tried) * 1e6 if tried else None,
+           "frames_per_attempt": frames}
+    if not peer_rule:
+        out["attempts_per_day_under_lockout"] = attempts_per_day(opts)
+    return out
+
+
+def _stranger_attempts(emb, homes, threshold, opts, attempts, frames, fps, peer_rule) -> tuple[int, int]:
+    from edge.identity.decide import Decider, Outcome
+    from edge.identity.match import Match
+
     opened = tried = 0
     for people, enrol in homes:
         member = np.isin(emb.labels, people)
@@ -189,12 +209,7 @@ def strangers_at_the_door(emb: Embedded, homes: list[tuple[np.ndarray, np.ndarra
                 decider.update(None, now)
                 if decider.locked_until is not None:
                     now = max(now, decider.locked_until) + 1.0
-    out = {"attempts": tried, "opened": opened, "per_million": opened / tried * 1e6 if tried else None,
-           "per_million_upper95": _upper95(opened, tried) * 1e6 if tried else None,
-           "frames_per_attempt": frames}
-    if not peer_rule:
-        out["attempts_per_day_under_lockout"] = attempts_per_day(opts)
-    return out
+    return opened, tried
 
 
 def attempts_per_day(opts) -> float:
