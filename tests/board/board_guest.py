@@ -60,8 +60,16 @@ class Guest:
         self.vm = vm
         self.unit = unit
 
-    def sh(self, cmd: str, check: bool = False, timeout: float = 900) -> str:
-        proc = self.vm.ssh(cmd, check=check, timeout=timeout)
+    def sh(self, cmd: str, check: bool = False, timeout: float = 900, tries: int = 5) -> str:
+        """stdout of `cmd`; a failed connection (ssh's 255: sshd restarting, cloud-init replacing the host
+        keys) is tried again, a failed command is not."""
+        for attempt in range(tries):
+            proc = self.vm.ssh(cmd, check=False, timeout=timeout)
+            if proc.returncode != 255:
+                break
+            time.sleep(5 * (attempt + 1))
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"board: `{cmd}` failed ({proc.returncode}): {(proc.stdout + proc.stderr)[-2000:]}")
         return proc.stdout.strip()
 
     def show(self) -> dict[str, str]:

@@ -29,11 +29,23 @@ FRAMES_DIR = "/srv/facelock/door-frames"
 ENROL_PHOTO = "/srv/facelock/eileen_collins.jpg"
 # Who walks past the door in one pass over the folder (the source loops): an empty doorway, a stranger,
 # the enrolled person. Each attempt ends when no face is seen for `attempt_gap_s`.
-SEQUENCE = [(None, 2), ("grace_hopper", 6), (None, 3), ("eileen_collins", 6), (None, 3)]
-# The emulated CPU is one to two orders of magnitude slower than a Pi, so the frames of one attempt are
-# seconds apart instead of 0.1 s: the vote windows are stretched to match (the counts k of n stay).
-EMULATION_DECIDE = {"window_s": 600.0, "attempt_gap_s": 1.0, "attempt_max_s": 900.0, "cooldown_s": 5.0,
+# The decide settings must not depend on how fast the emulated CPU is (it varies with the host's load):
+# - an attempt ends in the empty doorway: its EMPTY_FRAMES take at least EMPTY_FRAMES / FPS seconds however
+#   fast the CPU (the source's pacer), which is longer than `attempt_gap_s`;
+# - an attempt does not end between two frames of one person: `attempt_gap_s` is far above the time one
+#   face frame takes on the emulated CPU (seconds; with attempt_gap_s = 1 a loaded host gave no events at all);
+# - `cooldown_s` covers the enrolled person's frames left after the accept (no spurious reject after it)
+#   and is shorter than one pass at the source's fastest pace, so every pass opens the door again;
+# - the lockout never triggers on the stranger's repeated rejects (`lockout_failures`).
+FPS = 2.0
+EMPTY_FRAMES = 30
+FACE_FRAMES = 6
+SEQUENCE = [(None, EMPTY_FRAMES // 2), ("grace_hopper", FACE_FRAMES), (None, EMPTY_FRAMES),
+            ("eileen_collins", FACE_FRAMES), (None, EMPTY_FRAMES - EMPTY_FRAMES // 2)]
+EMULATION_DECIDE = {"window_s": 600.0, "attempt_gap_s": 12.0, "attempt_max_s": 900.0, "cooldown_s": 20.0,
                     "lockout_failures": 1000}
+assert EMPTY_FRAMES / FPS > EMULATION_DECIDE["attempt_gap_s"]
+assert EMULATION_DECIDE["cooldown_s"] < (2 * EMPTY_FRAMES + FACE_FRAMES) / FPS
 
 
 def facelock(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -75,7 +87,7 @@ def board_config(path: Path, device_id: str, mqtt_host: str) -> Path:
     from deploy.board_config import board_config as render
 
     text = render({
-        "source": {"kind": "folder", "uri": FRAMES_DIR, "fps": 2.0, "loop": True},
+        "source": {"kind": "folder", "uri": FRAMES_DIR, "fps": FPS, "loop": True},
         "mqtt": {"host": mqtt_host, "port": 1883, "device_id": device_id, "stats_interval_s": 0.0,
                  "reconnect_max_s": 5.0},
         "decide": EMULATION_DECIDE,

@@ -13,7 +13,9 @@ printf '127.0.0.1\tlocalhost\n127.0.1.1\tfacelock-board\n' >/etc/hosts
 cat >/etc/fstab <<'EOF'
 /dev/vda  /  ext4  defaults,noatime  0  0
 # The SD card's FAT boot partition, where Raspberry Pi OS mounts it (attached only for the SD-card run).
-LABEL=CIDATA  /boot/firmware  vfat  defaults,nofail,x-systemd.device-timeout=10s  0  0
+# An automount: boots without a card never wait for it, and the first look at /boot/firmware (firstboot.sh
+# stage, from cloud-init's runcmd) waits for the device however long udev takes to find it.
+LABEL=CIDATA  /boot/firmware  vfat  noauto,nofail,x-systemd.automount,x-systemd.device-timeout=180s  0  0
 EOF
 mkdir -p /boot/firmware
 echo 'LANG=C.UTF-8' >/etc/default/locale
