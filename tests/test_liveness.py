@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from test_landmarks import Embedder  # the coarse-chip stand-in: these tests are about liveness
 
+from convert.bench.attacks import rotation
 from edge.errors import ConfigError
 from edge.identity.decide import DecideOptions, Decider, Outcome
 from edge.identity.gallery import Gallery
@@ -24,13 +25,6 @@ from edge.vision.liveness import LivenessCheck, LivenessOptions, sample_from_mes
 
 FOCAL = 700.0  # px: a 640x480 door camera with a ~50 degree field of view
 
-
-def rotation(yaw: float, pitch: float, roll: float = 0.0) -> np.ndarray:
-    y, p, r = map(math.radians, (yaw, pitch, roll))
-    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
-    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
-    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def head(mesh, yaw, pitch, roll=0.0, shift=(0.0, 0.0), scale=1.0):
