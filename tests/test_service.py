@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 from mqtt_broker import Subscriber
+from support.fake_service import FakeAligner, FakeDetector
 
 from edge.device.sources import Frame
 from edge.device.systemd import sd_notify
@@ -19,23 +20,9 @@ from edge.identity.gallery import Gallery
 from edge.mqtt.outbox import Outbox
 from edge.service.config import default_config
 from edge.service.loop import Service
-from edge.types import CHIP_SIZE, AlignedFace, Face
 
 DIM = 8
 PEOPLE = {1: np.eye(DIM, dtype=np.float32)[0], 2: np.eye(DIM, dtype=np.float32)[1]}  # 1 alice, 2 stranger
-
-
-class FakeDetector:
-    def detect(self, frame):
-        if frame[0, 0, 0] == 0:
-            return []
-        kp = np.array([[70, 80], [130, 80], [100, 110], [100, 140], [45, 95], [155, 95]], np.float32)
-        return [Face((40.0, 40.0, 160.0, 170.0), kp, 0.99)]
-
-
-class FakeAligner:
-    def align(self, frame, face):
-        return AlignedFace(frame[:CHIP_SIZE, :CHIP_SIZE].copy(), np.eye(2, 3), face)
 
 
 class FakeEmbedder:
