@@ -5,7 +5,8 @@
 #                                  /var/lib/facelock-firstboot, enable facelock-firstboot.service, and
 #                                  delete the payload from the boot partition (it holds secrets)
 #   firstboot.sh run               (the unit, once the network is up) install the artifact with
-#                                  install.sh, then disable itself; retried every minute until it works
+#                                  install.sh, then disable itself; retried every minute for an hour,
+#                                  not at all when a retry cannot help (exit 4)
 #
 # The config is written root:root 0640 here, before install.sh has created the facelock group; install.sh
 # then makes it root:facelock 0640 (content untouched) before it starts the service, so the service can
@@ -17,6 +18,9 @@ R=${R%/}
 STAGE=$R/var/lib/facelock-firstboot
 UNIT=facelock-firstboot.service
 log() { printf 'facelock-firstboot: %s\n' "$*"; }
+# install.sh failures that a retry cannot mend: the release (config, model) fails its health check, the
+# artifact is corrupt, or its wheelhouse is for another Python or machine. Anything else is retried.
+PERMANENT='failed its health check|SHA256SUMS: files do not match|wheelhouse/?: built for|needs Python >= '
 
 case ${1:-} in
 stage)
@@ -50,11 +54,19 @@ run)
     if [ -f "$1" ]; then
         work=$(mktemp -d /var/tmp/facelock-firstboot.XXXXXX)
         tar -xzf "$1" -C "$work"
-        rc=0
+        set +e
         # shellcheck disable=SC2086 # FACELOCK_INSTALL_ARGS is a list of words on purpose
-        bash "$work"/facelock-deploy-*/install.sh ${FACELOCK_INSTALL_ARGS:-} || rc=$?
+        bash "$work"/facelock-deploy-*/install.sh ${FACELOCK_INSTALL_ARGS:-} 2>&1 | tee "$work/install.log"
+        rc=${PIPESTATUS[0]}
+        set -e
+        permanent=$(grep -E "$PERMANENT" "$work/install.log" | head -n 1 || true)
         rm -rf "$work"
-        # 3: the release was rolled back, which on a first install cannot happen; anything else: retry
+        if [ "$rc" != 0 ] && [ -n "$permanent" ]; then
+            log "install.sh failed with status $rc, and retrying cannot help: $permanent"
+            log "fix it (e.g. edit /etc/facelock/config.toml), then: systemctl start $UNIT"
+            exit 4  # RestartPreventExitStatus: the unit stays failed, the stage is kept
+        fi
+        # anything else (no network for pip or apt, a full disk): the unit retries every minute, for an hour
         [ "$rc" = 0 ] || { log "install.sh failed with status $rc; retrying later"; exit 1; }
     else
         log "no facelock-deploy-*.tar.gz staged: configuration only"

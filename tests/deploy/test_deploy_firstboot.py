@@ -67,26 +67,38 @@ def test_install_makes_a_root_only_config_readable_by_the_service(system_python,
     assert _owner_and_mode(config)[2] == 0o640 and config.read_bytes() == text
 
 
-def test_firstboot_run_installs_and_the_service_can_read_the_config(system_python, artifact, tmp_path):
-    """firstboot.sh run, end to end in a throwaway root: config staged on the card, artifact installed."""
-    root = make_root(tmp_path / "root")
+def _card_config(artifact) -> bytes:
+    with tarfile.open(artifact.path) as tar:
+        member = tar.extractfile(f"{artifact.top}/config.toml.example")
+        assert member is not None
+        return member.read()
+
+
+def _first_boot(artifact, root: Path, card_config: bytes, pip_args: str = "--no-deps --no-index",
+                healthcheck: str = "", extras: str = ""):
+    """Stage the card's payload as `firstboot.sh stage` leaves it, then run `firstboot.sh run`."""
     stage = root / "var" / "lib" / "facelock-firstboot"
     stage.mkdir(parents=True)
     shutil.copy(FIRSTBOOT_DIR / "firstboot.sh", stage / "firstboot.sh")
     shutil.copy(artifact.path, stage / artifact.path.name)
-    with tarfile.open(artifact.path) as tar:
-        member = tar.extractfile(f"{artifact.top}/config.toml.example")
-        assert member is not None
-        card_config = member.read()
     (stage / "config.toml").write_bytes(card_config)
     wants = root / "etc" / "systemd" / "system" / "multi-user.target.wants"
     wants.mkdir(parents=True)
     (wants / "facelock-firstboot.service").symlink_to("/etc/systemd/system/facelock-firstboot.service")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACELOCK_")}
-    env.update(FACELOCK_INSTALL_ROOT=str(root), FACELOCK_PIP_ARGS="--no-deps --no-index",
-               FACELOCK_INSTALL_ARGS=f"--no-systemd --extras= --python {SYSTEM_PYTHON}")
+    env.update(FACELOCK_INSTALL_ROOT=str(root), FACELOCK_PIP_ARGS=pip_args,
+               FACELOCK_INSTALL_ARGS=f"--no-systemd --extras={extras} --python {SYSTEM_PYTHON}",
+               FACELOCK_HEALTHCHECK=healthcheck)
     proc = subprocess.run(["bash", str(stage / "firstboot.sh"), "run"], capture_output=True, text=True, env=env,
                           timeout=300, check=False)
+    return proc, stage, wants / "facelock-firstboot.service"
+
+
+def test_firstboot_run_installs_and_the_service_can_read_the_config(system_python, artifact, tmp_path):
+    """firstboot.sh run, end to end in a throwaway root: config staged on the card, artifact installed."""
+    root = make_root(tmp_path / "root")
+    card_config = _card_config(artifact)
+    proc, stage, wanted = _first_boot(artifact, root, card_config)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert result_fields(proc.stdout)["status"] == "ok"
     config = root / "etc" / "facelock" / "config.toml"
@@ -99,8 +111,34 @@ def test_firstboot_run_installs_and_the_service_can_read_the_config(system_pytho
         facelock = next(ln for ln in (root / "etc" / "passwd").read_text().splitlines() if ln.startswith("facelock:"))
         assert _can_read_as(config, int(facelock.split(":")[2]), gid)
         assert not _can_read_as(config, 65534, 65534)
-    assert not stage.exists() and not (wants / "facelock-firstboot.service").exists()
+    assert not stage.exists() and not wanted.is_symlink()
     assert os.readlink(root / "opt" / "facelock" / "current") == f"releases/{artifact.release}"
+
+
+def test_firstboot_does_not_retry_what_a_retry_cannot_mend(system_python, artifact, tmp_path):
+    """A card config the release refuses fails the health check on every try: exit 4, which the unit's
+    RestartPreventExitStatus keeps from being retried, with the stage kept for a fix and a manual start."""
+    root = make_root(tmp_path / "root")
+    # In a throwaway root no unit starts, so the health check that reads the config is given explicitly (on
+    # a board the unit's own start is that check).
+    check = "$FACELOCK_RELEASE_DIR/venv/bin/facelock run --check --config $FACELOCK_ROOT/etc/facelock/config.toml"
+    proc, stage, wanted = _first_boot(artifact, root, _card_config(artifact) + b"\n[doorbell]\nchime = 1\n",
+                                      healthcheck=check)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "retrying cannot help" in proc.stdout and "failed its health check" in proc.stdout
+    assert "doorbell" in proc.stdout  # the health check's own reason is in the journal
+    assert (stage / "firstboot.sh").exists() and wanted.is_symlink()
+    unit = (FIRSTBOOT_DIR / "facelock-firstboot.service").read_text()
+    assert "RestartPreventExitStatus=4" in unit and "StartLimitIntervalSec=0" not in unit
+
+
+def test_firstboot_retries_what_may_mend(system_python, artifact, tmp_path):
+    """pip unable to fetch the `edge` extra (no network yet, no wheelhouse): exit 1, retried by the unit."""
+    root = make_root(tmp_path / "root")
+    proc, stage, wanted = _first_boot(artifact, root, _card_config(artifact), pip_args="--no-index", extras="edge")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "retrying later" in proc.stdout
+    assert stage.exists() and wanted.is_symlink()
 
 
 def test_bundle_cli_takes_a_model_archive(model_bundle, wheel, tmp_path, capsys):
