@@ -95,19 +95,34 @@ class LivenessState(str, Enum):
     LIVE = "live"
     ATTACK = "attack"  # attack suspected: the frames moved like a print or a screen, or not at all
     UNDECIDED = "undecided"  # not enough frames or motion yet: wait for more within the attempt
+    FAILED = "failed"  # the challenge was not answered (wrong move, too late): the attempt fails, no attack
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A request the lock makes of the person at the door (edge.vision.challenge): `action` (turn_left,
+    turn_right, look_up, look_down, blink_twice; left and right are the person's own), the words to say or
+    show, and the seconds they have. The service announces it (MQTT, Home Assistant, a GPIO beeper)."""
+
+    action: str
+    prompt: str
+    deadline_s: float
+    pulses: int  # beeps / LED flashes that stand for `action` on a GPIO indicator
 
 
 @dataclass(frozen=True, eq=False)
 class LivenessVerdict:
-    """The passive liveness checks' verdict on an attempt's frames (edge.vision.liveness makes it,
-    edge.identity.decide reads it). `check` names what decided (parallax, blink, planar, static) or what is
-    missing (frames, motion); `figures` the measurements behind it."""
+    """The liveness checks' verdict on an attempt's frames (edge.vision.liveness and edge.vision.challenge
+    make it, edge.identity.decide reads it). `check` names what decided (parallax, blink, planar, static,
+    challenge) or what is missing (frames, motion); `figures` the measurements behind it; `asked` the
+    challenge this verdict has just issued (announce it; None on every other verdict)."""
 
     state: LivenessState
     check: str
     reason: str
     frames: int = 0
     figures: dict[str, float] = field(default_factory=dict)
+    asked: Challenge | None = None
 
 
 @dataclass(frozen=True)

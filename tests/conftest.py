@@ -67,6 +67,27 @@ def portraits() -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="session")
+def stages(models_dir):
+    """(the full-range BlazeFace detector, the face-landmark model), one thread each: the real models the
+    liveness and challenge tests read meshes with."""
+    from edge.models.store import DETECTOR_FULL_RANGE, LANDMARKS, model_path
+    from edge.vision.detect import BlazeFaceDetector, DetectorOptions
+    from edge.vision.landmarks import FaceLandmarker
+
+    return (BlazeFaceDetector(model_path(DETECTOR_FULL_RANGE, directory=models_dir), DetectorOptions(num_threads=1)),
+            FaceLandmarker(model_path(LANDMARKS, directory=models_dir), num_threads=1))
+
+
+@pytest.fixture(scope="session")
+def mesh(stages, portraits):
+    """The astronaut's (468, 3) mesh from the real landmark model, as the pipeline carries it on Face."""
+    detector, landmarker = stages
+    faces = landmarker.confirm(portraits[0], detector.detect(portraits[0]))
+    assert len(faces) == 1 and faces[0].mesh is not None and faces[0].mesh.shape == (468, 3)
+    return faces[0].mesh.astype(np.float64)
+
+
+@pytest.fixture(scope="session")
 def lfw_dir() -> Path:
     if not (LFW / "split.csv").is_file():
         pytest.skip(f"LFW not found at {LFW} (shared data; see ../shared/data/INDEX.md)")

@@ -15,26 +15,9 @@ from edge.vision.liveness import figures, sample_from_mesh
 BUNDLE = Path(__file__).resolve().parents[1] / "out" / "full" / "bundle"
 
 
-@pytest.fixture(scope="module")
-def stages(models_dir):
-    from edge.models.store import DETECTOR_FULL_RANGE, LANDMARKS, model_path
-    from edge.vision.detect import BlazeFaceDetector, DetectorOptions
-    from edge.vision.landmarks import FaceLandmarker
-
-    return (BlazeFaceDetector(model_path(DETECTOR_FULL_RANGE, directory=models_dir), DetectorOptions(num_threads=1)),
-            FaceLandmarker(model_path(LANDMARKS, directory=models_dir), num_threads=1))
-
-
 def faces(stages, frame):
     detector, landmarker = stages
     return landmarker.confirm(frame, detector.detect(frame))
-
-
-@pytest.fixture(scope="module")
-def mesh(stages, portraits):
-    found = faces(stages, portraits[0])
-    assert len(found) == 1 and found[0].mesh is not None
-    return found[0].mesh.astype(np.float64)
 
 
 def meshes_at(stages, seq):

@@ -58,25 +58,6 @@ def samples(meshes, rng, noise=0.3):
             for m in meshes]
 
 
-@pytest.fixture(scope="module")
-def stages(models_dir):
-    from edge.models.store import DETECTOR_FULL_RANGE, LANDMARKS, model_path
-    from edge.vision.detect import BlazeFaceDetector, DetectorOptions
-    from edge.vision.landmarks import FaceLandmarker
-
-    return (BlazeFaceDetector(model_path(DETECTOR_FULL_RANGE, directory=models_dir), DetectorOptions(num_threads=1)),
-            FaceLandmarker(model_path(LANDMARKS, directory=models_dir), num_threads=1))
-
-
-@pytest.fixture(scope="module")
-def mesh(stages, portraits):
-    """The astronaut's (468, 3) mesh from the real landmark model, as the pipeline carries it on Face."""
-    detector, landmarker = stages
-    faces = landmarker.confirm(portraits[0], detector.detect(portraits[0]))
-    assert len(faces) == 1 and faces[0].mesh is not None and faces[0].mesh.shape == (468, 3)
-    return faces[0].mesh.astype(np.float64)
-
-
 HEAD_MOVES = {
     "yaw sweep +-4": [(-4 + 8 * t / 9, 0, 0, (0, 0)) for t in range(10)],
     "nod +-4": [(0, -4 + 8 * t / 9, 0, (0, 0)) for t in range(10)],

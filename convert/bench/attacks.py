@@ -234,50 +234,74 @@ def head_pose_track(rng: np.random.Generator, n: int, yaw_amp: float | None = No
     return np.column_stack([yaw, pitch, np.zeros(n)]) + rng.normal(0, 0.3, (n, 3))
 
 
-def live_sequence(photo: np.ndarray, mesh: np.ndarray, rng: np.random.Generator, blink: bool = False,
-                  width_px: float | None = None, frames: int | None = None, yaw_amp: float | None = None) -> Sequence:
-    """The photo turned as a head (see the module docstring) as the person steps up to the door."""
-    import cv2
+class HeadRenderer:
+    """The photo turned as a head (see the module docstring), one frame at a time: `render(pose, t, grow,
+    blink, rng)` for a pose the caller chooses frame by frame (the live sequences' track, or a person
+    answering the lock's challenge). Draws from `rng` where the person stands and how they drift."""
 
-    mesh = np.asarray(mesh, np.float64)
-    width_px = width_px or rng.uniform(*WIDTHS)
-    shrink = min(1.0, 1.5 * width_px / face_geometry(mesh)[1])  # warp at 1.5x the frame's scale, not more
-    if shrink < 1.0:
-        photo = cv2.resize(photo, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
-        mesh = mesh * shrink  # (pixel centres move by (shrink - 1) / 2 px: immaterial here)
-    pts, moving, tris = _head_points(mesh, photo.shape[:2])
-    c, face_w = face_geometry(mesh)
-    c3 = np.array([c[0], c[1], mesh[:, 2].mean()])
-    pivot = np.array([0.0, 0.0, 0.5 * face_w])
-    n = frames or int(rng.integers(20, 41))  # 2-4 s at 10 fps
-    w, h = FRAME_SIZE
-    poses = head_pose_track(rng, n, yaw_amp)
-    blinks = {int(b) + k for b in [rng.integers(3, n - 3)] for k in (0, 1)} if blink else set()
-    at0 = np.array([rng.uniform(0.35, 0.65) * w, rng.uniform(0.35, 0.55) * h])
-    drift, angle = rng.uniform(-20, 20, 2), rng.uniform(-3, 3)
-    wall = _wall(rng, w, h).astype(np.float32)
-    ph, pw = photo.shape[:2]
-    src = photo.astype(np.float32)
-    out, centres = [], []
-    for i in range(n):
-        grow = 0.85 + 0.15 * i / max(n - 1, 1)  # stepping in
-        s = width_px / face_w * grow
+    def __init__(self, photo: np.ndarray, mesh: np.ndarray, rng: np.random.Generator, width_px: float):
+        import cv2
+
+        mesh = np.asarray(mesh, np.float64)
+        shrink = min(1.0, 1.5 * width_px / face_geometry(mesh)[1])  # warp at 1.5x the frame's scale, not more
+        if shrink < 1.0:
+            photo = cv2.resize(photo, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+            mesh = mesh * shrink  # (pixel centres move by (shrink - 1) / 2 px: immaterial here)
+        self.width_px = width_px
+        self.n_mesh = len(mesh)
+        self.pts, self.moving, self.tris = _head_points(mesh, photo.shape[:2])
+        self.c, self.face_w = face_geometry(mesh)
+        self.c3 = np.array([self.c[0], self.c[1], mesh[:, 2].mean()])
+        self.pivot = np.array([0.0, 0.0, 0.5 * self.face_w])
+        w, h = FRAME_SIZE
+        self.at0 = np.array([rng.uniform(0.35, 0.65) * w, rng.uniform(0.35, 0.55) * h])
+        self.drift, self.angle = rng.uniform(-20, 20, 2), rng.uniform(-3, 3)
+        self.wall = _wall(rng, w, h).astype(np.float32)
+        self.shape = photo.shape[:2]
+        self.src = photo.astype(np.float32)
+
+    def render(self, pose, t: float, grow: float, blink: bool, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(the camera's frame at time `t` s with the head at `pose` (yaw, pitch, roll degrees; yaw > 0 turns
+        to the person's right, pitch > 0 looks down), `grow` times its size (stepping in), eyes shut when
+        `blink`; where the face's centre is in it)."""
+        import cv2
+
+        w, h = FRAME_SIZE
+        ph, pw = self.shape
+        pts, moving, c = self.pts, self.moving, self.c
+        s = self.width_px / self.face_w * grow
         dist = FOCAL / s  # the camera's distance in photo px
-        x = pts[:moving] - c3
-        r = (x - pivot) @ rotation(*poses[i]).T + pivot
+        x = pts[:moving] - self.c3
+        r = (x - self.pivot) @ rotation(*pose).T + self.pivot
         xy = c + r[:, :2] * ((dist + x[:, 2]) / (dist + r[:, 2]))[:, None]  # unturned: the photo as it is
         dst = np.vstack([xy, pts[moving:, :2]])
-        if i in blinks:
+        if blink:
             dst[list(UPPER_LIDS)] += 0.85 * (dst[list(LOWER_LIDS)] - dst[list(UPPER_LIDS)])
-        turned = warp_head(src, pts[:, :2], dst, np.concatenate([r[:, 2], pts[moving:, 2]]), tris)
-        m = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), angle, s)
-        m[:, 2] += at0 + drift * i / FPS - c
+        turned = warp_head(self.src, pts[:, :2], dst, np.concatenate([r[:, 2], pts[moving:, 2]]), self.tris)
+        m = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), self.angle, s)
+        m[:, 2] += self.at0 + self.drift * t - c
         flags = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
         layer = cv2.warpAffine(turned, m, (w, h), flags=flags)
         mask = cv2.warpAffine(np.ones((ph, pw), np.float32), m, (w, h))
         mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, 2 * s))[..., None]  # the photo's edge fades into the wall
-        out.append(_camera(wall + mask * (layer - wall), rng))
-        centres.append(m[:, :2] @ xy[:len(mesh)].mean(0) + m[:, 2])
+        frame = _camera(self.wall + mask * (layer - self.wall), rng)
+        return frame, m[:, :2] @ xy[:self.n_mesh].mean(0) + m[:, 2]
+
+
+def live_sequence(photo: np.ndarray, mesh: np.ndarray, rng: np.random.Generator, blink: bool = False,
+                  width_px: float | None = None, frames: int | None = None, yaw_amp: float | None = None) -> Sequence:
+    """The photo turned as a head (see the module docstring) as the person steps up to the door."""
+    width_px = width_px or rng.uniform(*WIDTHS)
+    n = frames or int(rng.integers(20, 41))  # 2-4 s at 10 fps
+    poses = head_pose_track(rng, n, yaw_amp)
+    blinks = {int(b) + k for b in [rng.integers(3, n - 3)] for k in (0, 1)} if blink else set()
+    head = HeadRenderer(photo, mesh, rng, width_px)
+    out, centres = [], []
+    for i in range(n):
+        grow = 0.85 + 0.15 * i / max(n - 1, 1)  # stepping in
+        frame, centre = head.render(poses[i], i / FPS, grow, i in blinks, rng)
+        out.append(frame)
+        centres.append(centre)
     return Sequence(LIVE_BLINK if blink else LIVE, out, np.array(centres), float(width_px))
 
 

@@ -59,7 +59,7 @@ class Relay:
         except ImportError as exc:
             raise ActuatorError("relay.enabled is true but gpiozero is not installed "
                                 "(apt install python3-gpiozero, or pip install gpiozero)") from exc
-        factory = pin_factory if pin_factory is not None else _factory(options.pin_factory)
+        factory = pin_factory if pin_factory is not None else open_pin_factory(options.pin_factory)
         try:
             self._device = OutputDevice(options.pin, active_high=options.active_high, initial_value=False,
                                         pin_factory=factory)
@@ -136,7 +136,8 @@ class NoRelay:
         pass
 
 
-def _factory(name: str):
+def open_pin_factory(name: str):
+    """gpiozero's pin factory named by `[relay] pin_factory` (None: gpiozero's default)."""
     if not name:
         return None
     if name == "mock":

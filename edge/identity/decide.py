@@ -17,10 +17,12 @@ have left the last `n` frames.
   attempts) — a failure, reported once as a REJECT decision, provided it held at least
   `min_attempt_frames` face frames (a single stray frame is noise, not an attempt).
 
-**Liveness.** With a liveness judge (edge.vision.liveness; passed in, identity does not import vision), P
-also needs the attempt's frames of P (a frame without P breaks the run) to look live: once P has the votes,
-live -> ACCEPT; attack suspected -> the attempt fails as ATTACK (counted like a REJECT, naming the check);
-undecided -> PENDING until more frames come (an attempt that ends so is a REJECT that says why).
+**Liveness.** With a liveness judge (edge.vision.liveness, edge.vision.challenge; passed in, identity does
+not import vision), P also needs the attempt's frames of P (a frame without P breaks the run) to look live:
+once P has the votes, live -> ACCEPT; attack suspected -> the attempt fails as ATTACK (counted like a
+REJECT, naming the check); failed (a challenge not answered) -> the attempt fails as a REJECT that says
+why; undecided -> PENDING until more frames come (an attempt that ends so is a REJECT that says why). A
+verdict that asks a challenge rides on its PENDING decision (`liveness.asked`) for the service to announce.
 
 **Cooldown.** After P is accepted, frames voting for P are ignored for `cooldown_s` (P is still in front of
 the door; that is neither a new unlock nor a failed attempt). Other faces are decided as usual.
@@ -31,7 +33,7 @@ lockout, each further failed attempt locks again, for `lockout_s * lockout_growt
 `lockout_max_s`), until an accept or `lockout_reset_s` seconds without a failure resets the level. An
 accept also forgets earlier failures. Decisions carry `LockoutEvent`s: "lockout" when one starts,
 "unlock_allowed" on the first frame after it ends. The back-off is computed without overflow at any level
-(`backoff_s`).
+(`edge.identity.lockout_store.backoff_s`).
 
 **Restarts.** With a `LockoutStore` (edge.identity.lockout_store) the failures, the level and the lockout
 in force are saved on every change and restored when the Decider is made, so a crash, a restart or a power
@@ -41,13 +43,12 @@ cut gives an attacker no fresh attempts. Without one (tests, benchmarks) that st
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Protocol
 
-from edge.identity.lockout_store import LockoutState, LockoutStore
+from edge.identity.lockout_store import LockoutState, LockoutStore, backoff_s
 from edge.identity.match import Match
 from edge.options import DAY_S, HOUR_S, MAX_COUNT, WEEK_S, check
 from edge.types import LivenessState, LivenessVerdict
@@ -65,9 +66,13 @@ class Outcome(str, Enum):
 
 
 class LivenessJudge(Protocol):
-    """What the decider needs of a liveness check (edge.vision.liveness.LivenessCheck is one)."""
+    """What the decider needs of a liveness check (edge.vision.liveness.LivenessCheck and
+    edge.vision.challenge.ChallengeJudge are two): a verdict on the attempt's samples at frame time `now`,
+    and word when an attempt ends (a challenge is asked once per attempt)."""
 
-    def judge(self, samples: list[Any]) -> LivenessVerdict: ...
+    def judge(self, samples: list[Any], now: float) -> LivenessVerdict: ...
+
+    def new_attempt(self) -> None: ...
 
 
 LOCKOUT = "lockout"
@@ -158,20 +163,6 @@ class Decision:
     liveness: LivenessVerdict | None = None  # the liveness verdict behind an ACCEPT, ATTACK or PENDING
 
 
-def backoff_s(lockout_s: float, growth: float, level: int, lockout_max_s: float) -> float:
-    """min(lockout_max_s, lockout_s * growth ** level) for any level, without OverflowError: past the level
-    at which the product reaches the cap (log(max / lockout_s) / log(growth)) the answer is the cap."""
-    if lockout_s <= 0 or level <= 0 or growth <= 1.0:
-        return min(lockout_s, lockout_max_s)
-    # A level over 10**300 reaches any cap (log(growth) > 1e-16): int -> float never overflows here.
-    if float(min(level, 10**300)) * math.log(growth) >= math.log(lockout_max_s) - math.log(lockout_s):
-        return lockout_max_s
-    try:
-        return min(lockout_max_s, lockout_s * growth ** level)
-    except OverflowError:  # only on the edge of the comparison above, where rounding differs
-        return lockout_max_s
-
-
 class Decider:
     """`update(match, now)` -> Decision, once per frame. Not thread-safe: one frame loop owns it.
 
@@ -241,13 +232,16 @@ class Decider:
         self._attempt_best = (None, -1.0)
         self._evidence.clear()
         self._verdict = None
+        if self.liveness is not None:
+            self.liveness.new_attempt()
 
     def _fail_attempt(self, now: float, why: str, outcome: Outcome = Outcome.REJECT) -> Decision | None:
         """End the attempt under way as failed; the REJECT (None if it was too short to count)."""
         o = self.options
         frames, (best, best_score), verdict = self._attempt_frames, self._attempt_best, self._verdict
         self._reset_attempt()
-        if outcome is Outcome.REJECT and verdict is not None:  # P had the votes; liveness never said live
+        if outcome is Outcome.REJECT and verdict is not None and verdict.state is LivenessState.UNDECIDED:
+            # P had the votes; liveness never said live
             why += f"; liveness undecided ({verdict.check}: {verdict.reason})"
         if frames < o.min_attempt_frames:
             return None
@@ -352,10 +346,11 @@ class Decider:
             scores = [s for _, p, s in recent if p == vote]
             # Anyone else voted for among the last n frames (window or not): the face wavers, nobody opens.
             rivals = sorted({p for _, p, _ in self._votes if p is not None and p != vote})
-            verdict = self._live(vote) if len(scores) >= o.k and not rivals else None
-            if verdict is not None and verdict.state is LivenessState.ATTACK:
+            verdict = self._live(vote, now) if len(scores) >= o.k and not rivals else None
+            if verdict is not None and verdict.state in (LivenessState.ATTACK, LivenessState.FAILED):
                 self._verdict = verdict  # (an attempt too short to count gives None: not accepted either)
-                return self._fail_attempt(now, f"{verdict.check}: {verdict.reason}", Outcome.ATTACK) or \
+                outcome = Outcome.ATTACK if verdict.state is LivenessState.ATTACK else Outcome.REJECT
+                return self._fail_attempt(now, f"{verdict.check}: {verdict.reason}", outcome) or \
                     Decision(Outcome.PENDING, now, vote, match.score, verdict.reason, liveness=verdict)
             if verdict is not None and verdict.state is LivenessState.UNDECIDED:
                 self._verdict = verdict  # for the REJECT, should the attempt end so
@@ -381,11 +376,11 @@ class Decider:
         return Decision(Outcome.PENDING, now, match.person, match.score if match.person else None, why,
                         attempt_frames=self._attempt_frames)
 
-    def _live(self, person: str) -> LivenessVerdict:
+    def _live(self, person: str, now: float) -> LivenessVerdict:
         """The judge's verdict on the attempt's frames of `person` (live when there is no judge)."""
         if self.liveness is None:
             return LivenessVerdict(LivenessState.LIVE, "off", "no liveness check")
-        return self.liveness.judge([s if p == person else None for p, s in self._evidence])
+        return self.liveness.judge([s if p == person else None for p, s in self._evidence], now)
 
     def _attempt_best_or_none(self) -> tuple[str | None, float | None]:
         best, score = self._attempt_best
@@ -395,6 +390,4 @@ class Decider:
 def _with_events(decision: Decision, events: list[LockoutEvent]) -> Decision:
     if not events:
         return decision
-    from dataclasses import replace
-
     return replace(decision, events=tuple(events) + decision.events)

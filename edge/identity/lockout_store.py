@@ -251,3 +251,17 @@ def _parse_time(data: dict[str, Any], key: str, optional: bool = False) -> float
     except (ValueError, OverflowError):
         raise LockoutFileError(f"{key} = {value!r}: expected a UTC time like 2024-05-01T12:00:00.000000Z"
                                + (" or null" if optional else "")) from None
+
+
+def backoff_s(lockout_s: float, growth: float, level: int, lockout_max_s: float) -> float:
+    """min(lockout_max_s, lockout_s * growth ** level) for any level, without OverflowError: past the level
+    at which the product reaches the cap (log(max / lockout_s) / log(growth)) the answer is the cap."""
+    if lockout_s <= 0 or level <= 0 or growth <= 1.0:
+        return min(lockout_s, lockout_max_s)
+    # A level over 10**300 reaches any cap (log(growth) > 1e-16): int -> float never overflows here.
+    if float(min(level, 10**300)) * math.log(growth) >= math.log(lockout_max_s) - math.log(lockout_s):
+        return lockout_max_s
+    try:
+        return min(lockout_max_s, lockout_s * growth ** level)
+    except OverflowError:  # only on the edge of the comparison above, where rounding differs
+        return lockout_max_s

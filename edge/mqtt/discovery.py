@@ -69,9 +69,10 @@ class DiscoveryMessage:
 
 
 def discovery_messages(options: DiscoveryOptions, topics: Topics, device_id: str, has_lock: bool,
-                       model: str = "facelock") -> list[DiscoveryMessage]:
+                       model: str = "facelock", challenge_actions: tuple[str, ...] = ()) -> list[DiscoveryMessage]:
     """The retained config messages for this device (pure: no network); `has_lock`: offer the lock entity
-    (`offers_lock_entity`)."""
+    (`offers_lock_entity`); `challenge_actions`: offer the challenge's event entity, whose automation can
+    speak the prompt (its `prompt` attribute) on a speaker by the door (empty: the challenge is off)."""
     node = f"facelock_{device_id}"
     device = {"identifiers": [node], "name": options.device_name or f"Facelock {device_id}",
               "model": model, "manufacturer": "facelock", "sw_version": __version__}
@@ -91,6 +92,14 @@ def discovery_messages(options: DiscoveryOptions, topics: Topics, device_id: str
         DiscoveryMessage(f"{options.prefix}/event/{node}/recognition/config", json.dumps(event)),
         DiscoveryMessage(f"{options.prefix}/sensor/{node}/last_person/config", json.dumps(sensor)),
     ]
+    challenge_topic = f"{options.prefix}/event/{node}/challenge/config"
+    if challenge_actions:
+        challenge = {**common, "unique_id": f"{node}_challenge", "name": "Liveness challenge",
+                     "state_topic": topics.challenge, "event_types": list(challenge_actions),
+                     "icon": "mdi:head-sync"}
+        messages.append(DiscoveryMessage(challenge_topic, json.dumps(challenge)))
+    else:
+        messages.append(DiscoveryMessage(challenge_topic, ""))
     lock_topic = f"{options.prefix}/lock/{node}/lock/config"
     if has_lock:
         lock = {**common, "unique_id": f"{node}_lock", "name": "Door", "state_topic": topics.state,
@@ -108,10 +117,12 @@ class Discovery:
     """Publishes the configs through an `MqttLink` on connect and on Home Assistant's birth message;
     `has_lock`: offer the lock entity (`offers_lock_entity`)."""
 
-    def __init__(self, options: DiscoveryOptions, link, has_lock: bool, model: str = "facelock"):
+    def __init__(self, options: DiscoveryOptions, link, has_lock: bool, model: str = "facelock",
+                 challenge_actions: tuple[str, ...] = ()):
         self.options = options
         self.link = link
-        self.messages = discovery_messages(options, link.topics, link.options.device_id, has_lock, model)
+        self.messages = discovery_messages(options, link.topics, link.options.device_id, has_lock, model,
+                                           challenge_actions)
         self.published = 0
 
     def attach(self) -> Discovery:

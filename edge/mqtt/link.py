@@ -44,6 +44,7 @@ from edge.mqtt.messages import (
     ONLINE,
     RecognitionEvent,
     Topics,
+    challenge_payload,
     reply_payload,
     state_payload,
     stats_payload,
@@ -311,6 +312,11 @@ class MqttLink:
     def publish_stats(self, stats: dict[str, Any]) -> None:
         if self.connected:
             self._publish(self.topics.stats, stats_payload(stats), qos=0)
+
+    def publish_challenge(self, action: str, prompt: str, deadline_s: float, pulses: int) -> None:
+        """The active challenge, now or never: not through the outbox (by the time a reconnect sent it, the
+        person would have gone)."""
+        self.publish_raw(self.topics.challenge, challenge_payload(action, prompt, deadline_s, pulses), qos=1)
 
     def publish_raw(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> None:
         """A direct publish (discovery configs): sent now if connected, else dropped (re-sent on connect)."""

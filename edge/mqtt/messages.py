@@ -11,6 +11,9 @@ Topics, all under `<base_topic>/<device_id>/` (default `facelock/<device_id>/`):
                   `rename`, `unlock` (signed, edge.mqtt.signing) and `lock` (plain LOCK / UNLOCK / OPEN,
                   for Home Assistant's lock entity); see edge.mqtt.commands. Each is audited on `event`.
 - `reply`         one JSON reply per command (schema "facelock.reply/1"), ok or the error.
+- `challenge`     QoS 1, never retained, sent at once or not at all (a stale one means nothing): the move
+                  the active challenge asks for (schema "facelock.challenge/1"; `event_type` the action, as
+                  Home Assistant's event entity reads it, `prompt` the words to say, `deadline_s`, `pulses`).
 
 Every JSON payload carries its `schema` and a UTC `time` (ISO-8601 with milliseconds and `Z`).
 """
@@ -27,6 +30,7 @@ EVENT_SCHEMA = "facelock.event/1"
 STATE_SCHEMA = "facelock.state/1"
 STATS_SCHEMA = "facelock.stats/1"
 REPLY_SCHEMA = "facelock.reply/1"
+CHALLENGE_SCHEMA = "facelock.challenge/1"
 ONLINE, OFFLINE = "online", "offline"
 # Events the outbox never drops at its cap (with any event whose decision is "accept": the door opened).
 SECURITY_EVENT_TYPES = frozenset({"lockout", "unlock_allowed", "command", "attack_suspected"})
@@ -54,6 +58,12 @@ def state_payload(state: dict[str, Any]) -> bytes:
 def stats_payload(stats: dict[str, Any]) -> str:
     """A `stats` message."""
     return compact({"schema": STATS_SCHEMA, "time": utc_now(), **stats})
+
+
+def challenge_payload(action: str, prompt: str, deadline_s: float, pulses: int) -> str:
+    """A `challenge` message (edge.types.Challenge's fields)."""
+    return compact({"schema": CHALLENGE_SCHEMA, "time": utc_now(), "event_type": action, "prompt": prompt,
+                    "deadline_s": deadline_s, "pulses": pulses})
 
 
 def reply_payload(command: str, request_id: str | None, ok: bool, error: str = "",
@@ -96,6 +106,10 @@ class Topics:
     @property
     def reply(self) -> str:
         return f"{self.base}/reply"
+
+    @property
+    def challenge(self) -> str:
+        return f"{self.base}/challenge"
 
     @property
     def commands(self) -> str:

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from edge.device.indicator import open_indicator
 from edge.device.relay import NoRelay, open_relay
 from edge.device.sources import open_source
 from edge.device.systemd import sd_notify, watchdog_interval
-from edge.errors import FacelockError
+from edge.errors import ConfigError, FacelockError
 from edge.identity.decide import DecideOptions, Decider, Outcome
 from edge.identity.gallery import Gallery
 from edge.identity.lockout_store import LockoutStore
@@ -44,7 +45,7 @@ from edge.service.commands import Commands
 from edge.service.events import Events
 from edge.service.options import ServiceOptions
 from edge.service.stats import StageStats, delivery_state, delivery_stats, delivery_version, stage_dict
-from edge.vision.build import Stages, bundle_stages, liveness_stage, load_pipeline_components
+from edge.vision.build import Stages, bundle_stages, liveness_judge, load_pipeline_components
 from edge.vision.pipeline import FacePipeline
 from edge.vision.quality import QualityGate
 
@@ -65,12 +66,14 @@ class Service:
     without loading a model or opening the gallery; until then they are None."""
 
     def __init__(self, config, components: Stages | tuple | None = None,
-                 source_factory: Callable[[Any], Any] | None = None, relay=None, install_signals: bool = True):
+                 source_factory: Callable[[Any], Any] | None = None, relay=None, install_signals: bool = True,
+                 indicator=None):
         self.config = config
         self.options: ServiceOptions = config.service
         self._components = components
         self._source_factory = source_factory
         self._relay = relay
+        self._indicator = indicator
         self._install_signals = install_signals
         self.stopping = False
         self.stats = StageStats()
@@ -83,6 +86,7 @@ class Service:
         self.pipeline: FacePipeline | None = None
         self.decider: Decider | None = None
         self.relay = None
+        self.indicator = None
         self.has_lock = False
         self.outbox: Outbox | None = None
         self.link: MqttLink | None = None
@@ -106,13 +110,22 @@ class Service:
         self.gallery = Gallery(c.gallery.path or None)
         self.matcher = Matcher(self.gallery, c.match, space=getattr(embedder, "space", ""))
         landmarker = getattr(stages, "landmarker", None)
-        liveness = liveness_stage(c.liveness, landmarker)  # samples per frame, judged by the decider
+        # samples per frame, judged by the decider: the passive checks, the challenge, or both
+        liveness = liveness_judge(c.liveness, c.challenge, landmarker)
+        decide = self._decide_options(bundle)
+        if c.challenge.enabled and c.challenge.deadline_s >= decide.attempt_max_s:
+            raise ConfigError(f"challenge.deadline_s = {c.challenge.deadline_s:g} must be under "
+                              f"decide.attempt_max_s = {decide.attempt_max_s:g}: the attempt would end before "
+                              f"the answer is due")
         self.pipeline = FacePipeline(detector, aligner, embedder, QualityGate(c.quality), self.matcher,
                                      landmarker=landmarker, near_detector=getattr(stages, "near_detector", None),
                                      liveness=liveness)
         # failed attempts and the lockout survive restarts and power cuts (edge.identity.lockout_store)
-        self.decider = Decider(self._decide_options(bundle), LockoutStore(c.decide.state_path or None), liveness)
+        self.decider = Decider(decide, LockoutStore(c.decide.state_path or None), liveness)
         self.relay = self._relay if self._relay is not None else open_relay(c.relay)
+        self.indicator = self._indicator if self._indicator is not None else \
+            open_indicator(c.challenge.indicator_pin if c.challenge.enabled else -1,
+                           c.challenge.indicator_active_high, c.relay.pin_factory)
         self.has_lock = not isinstance(self.relay, NoRelay)
         self.outbox = Outbox(c.outbox)
         self.link = MqttLink(c.mqtt, self.outbox)
@@ -122,7 +135,8 @@ class Service:
         self.commands = Commands(self.options, self.link, self.gallery, self.matcher, self.relay, self.has_lock,
                                  self.pipeline.quality.options.min_face_px, self._publish_state, self.events,
                                  verifier, c.mqtt.unsigned_unlock, lambda: bool(self.state()["locked_out"]))
-        self.discovery = Discovery(c.homeassistant, self.link, offers_lock_entity(c.mqtt, self.has_lock)).attach()
+        self.discovery = Discovery(c.homeassistant, self.link, offers_lock_entity(c.mqtt, self.has_lock),
+                                   challenge_actions=c.challenge.actions if c.challenge.enabled else ()).attach()
 
     def _load_model(self) -> tuple[Stages | tuple, Bundle | None]:
         """The detector, aligner and embedder, and the bundle they came from (None for a bare model). The
@@ -283,6 +297,8 @@ class Service:
             self.outbox.close()
         if self.relay is not None:
             self.relay.close()
+        if self.indicator is not None:
+            self.indicator.close()
         if self.gallery is not None:
             self.gallery.close()
 
@@ -323,6 +339,8 @@ class Service:
         decision = self.decider.update(analysis.match if analysis.usable else None, frame.timestamp,
                                        analysis.liveness)
         latency = (time.monotonic() - start) * 1e3
+        if decision.liveness is not None and decision.liveness.asked is not None:
+            self._announce(decision.liveness.asked)
         changed = False
         if decision.outcome is Outcome.ACCEPT:
             self.relay.unlock()
@@ -337,6 +355,21 @@ class Service:
             changed = True
         if changed:
             self._publish_state()
+
+    def _announce(self, challenge) -> None:
+        """Tell the person at the door what the challenge asks: MQTT (Home Assistant's event entity, which
+        an automation can speak) and the GPIO indicator. A failure of either is logged; the attempt goes on
+        (it fails at the deadline if nobody could hear it)."""
+        log.info("challenge: %s (%d pulses, %g s)", challenge.prompt, challenge.pulses, challenge.deadline_s)
+        self.stats.challenges += 1
+        try:
+            self.link.publish_challenge(challenge.action, challenge.prompt, challenge.deadline_s, challenge.pulses)
+        except Exception as exc:  # noqa: BLE001 -- the broker's problem must not cost the frame
+            log.warning("challenge: not published: %s", _why(exc))
+        try:
+            self.indicator.signal(challenge.pulses)
+        except Exception as exc:  # noqa: BLE001 -- a GPIO fault must not cost the frame
+            log.warning("challenge: indicator failed: %s", _why(exc))
 
 
 def _why(exc: Exception) -> str:

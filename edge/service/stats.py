@@ -21,6 +21,7 @@ class StageStats:
         self.frames = 0
         self.bad_frames = 0
         self.events = 0
+        self.challenges = 0  # active challenges announced
 
     def add(self, now: float, stages: dict[str, float]) -> None:
         """One analysed frame, started at `now` (monotonic seconds), with its stage times in ms."""
@@ -29,7 +30,8 @@ class StageStats:
 
     def summary(self) -> dict[str, Any]:
         """Counts, frames per second and p50/p95 latency per stage (ms), as published on the stats topic."""
-        out: dict[str, Any] = {"frames": self.frames, "bad_frames": self.bad_frames, "events": self.events}
+        out: dict[str, Any] = {"frames": self.frames, "bad_frames": self.bad_frames, "events": self.events,
+                               "challenges": self.challenges}
         if len(self.times) >= 2:
             span = self.times[-1][0] - self.times[0][0]
             out["fps"] = round((len(self.times) - 1) / span, 2) if span > 0 else None

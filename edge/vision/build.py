@@ -22,6 +22,7 @@ from edge.errors import ConfigError, ModelError
 from edge.models.bundle import Bundle, load_bundle
 from edge.models.store import DETECTOR, DETECTOR_FULL_RANGE, LANDMARKS, default_model, model_path
 from edge.vision.align import FaceAligner
+from edge.vision.challenge import ChallengeJudge, ChallengeOptions
 from edge.vision.detect import UNCONFIRMED_MIN_SCORE, BlazeFaceDetector, DetectorOptions
 from edge.vision.embed import Embedder, TFLiteEmbedder
 from edge.vision.landmarks import FaceLandmarker, LandmarkOptions
@@ -72,6 +73,21 @@ def liveness_stage(options: LivenessOptions | None, landmarker: FaceLandmarker |
         raise ConfigError("liveness.enabled = true needs the face-landmark model, and these stages have none "
                           "(a bundle made before it): rebuild the bundle, or set [liveness] enabled = false")
     return LivenessCheck(options)
+
+
+def liveness_judge(liveness: LivenessOptions | None, challenge: ChallengeOptions | None,
+                   landmarker: FaceLandmarker | None) -> LivenessCheck | ChallengeJudge | None:
+    """The liveness stage and judge for `[liveness]` and `[challenge]` (None when both are off): the
+    passive checks alone, or the challenge (after the passive checks, when those are on too). Both read the
+    landmark model's mesh: ConfigError without one."""
+    passive = liveness_stage(liveness, landmarker)
+    challenge = challenge or ChallengeOptions()
+    if not challenge.enabled:
+        return passive
+    if landmarker is None:
+        raise ConfigError("challenge.enabled = true needs the face-landmark model, and these stages have none "
+                          "(a bundle made before it): rebuild the bundle, or set [challenge] enabled = false")
+    return ChallengeJudge(challenge, passive)
 
 
 def detector(path: str | os.PathLike | None = None, options: DetectorOptions | None = None,

@@ -187,16 +187,10 @@ def _rms(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(((a - b) ** 2).sum(1).mean()))
 
 
-def parallax(ref: np.ndarray, ref_z: np.ndarray, pts: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """How far `pts` (N, 2) moved from `ref` (N, 2) in the way depth makes points move, and what is left.
-
-    Any view of a rigid 3D point set is, to first order, a homography of another plus a shift proportional
-    to each point's depth (z x a 2D vector: the out-of-plane turn). One linear DLT fits both (11 unknowns,
-    Hartley-normalised; `ref_z` is the model's depth of the reference points, used only as the shape of
-    that shift). Returns (the depth term's RMS size, the joint fit's RMS residual) in face radii, and the
-    fit's homography part applied to `ref` (frame px). On a plane
-    the depth term is ~0 however the plane moves; the jitter of the mesh, spread over 468 points, hardly
-    feeds it (it is one 2D vector), which is why this is steadier than the plain homography residual."""
+def depth_fit(ref: np.ndarray, ref_z: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The joint fit of `parallax()`: (the homography part applied to `ref`, that plus the depth term),
+    both (N, 2) frame px. Their difference is how each point moved because of its depth: on a turning head
+    the nose's points move the way the head turned, against the eye plane."""
     ts, td = _normaliser(ref), _normaliser(pts)
     a, b = _apply(ts, ref), _apply(td, pts)
     z = (ref_z - ref_z.mean()) * ts[0, 0]
@@ -214,6 +208,20 @@ def parallax(ref: np.ndarray, ref_z: np.ndarray, pts: np.ndarray) -> tuple[float
     back = np.linalg.inv(td)
     flat = _apply(back, np.column_stack([u / w, v / w]))
     full = _apply(back, np.column_stack([(u + z * theta[9]) / w, (v + z * theta[10]) / w]))
+    return flat, full
+
+
+def parallax(ref: np.ndarray, ref_z: np.ndarray, pts: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """How far `pts` (N, 2) moved from `ref` (N, 2) in the way depth makes points move, and what is left.
+
+    Any view of a rigid 3D point set is, to first order, a homography of another plus a shift proportional
+    to each point's depth (z x a 2D vector: the out-of-plane turn). One linear DLT fits both (11 unknowns,
+    Hartley-normalised; `ref_z` is the model's depth of the reference points, used only as the shape of
+    that shift). Returns (the depth term's RMS size, the joint fit's RMS residual) in face radii, and the
+    fit's homography part applied to `ref` (frame px). On a plane the depth term is ~0 however the plane
+    moves; the jitter of the mesh, spread over 468 points, hardly feeds it (it is one 2D vector), which is
+    why this is steadier than the plain homography residual. `depth_fit` gives the term itself."""
+    flat, full = depth_fit(ref, ref_z, pts)
     size = radius(pts)
     return _rms(full, flat) / size, _rms(full, pts) / size, flat
 
@@ -277,8 +285,12 @@ class LivenessCheck:
             run.append(s)
         return run
 
-    def judge(self, samples: Sequence[LivenessSample | None]) -> LivenessVerdict:
-        """The verdict on an attempt's frames, oldest first (see the module docstring for the checks)."""
+    def new_attempt(self) -> None:
+        """The decider starts a new attempt (the passive checks keep nothing between calls)."""
+
+    def judge(self, samples: Sequence[LivenessSample | None], now: float = 0.0) -> LivenessVerdict:
+        """The verdict on an attempt's frames, oldest first (see the module docstring for the checks);
+        `now` (the frame's time) is not needed by these checks."""
         o = self.options
         run = self.run(samples)
         n = len(run)

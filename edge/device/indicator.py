@@ -1,0 +1,58 @@
+"""A beeper or LED that tells the person at the door what the lock asks (the active challenge): `pulses`
+short flashes, on a GPIO output, in the background (the frame loop does not wait for it).
+
+gpiozero drives the pin (imported lazily, only with a pin configured), with `[relay] pin_factory`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from edge.device.relay import ActuatorError, open_pin_factory
+
+log = logging.getLogger(__name__)
+
+ON_S, OFF_S = 0.15, 0.25  # one pulse: long enough to hear or see, short enough that five take 2 s
+
+
+class Indicator:
+    """`signal(pulses)`: that many flashes, in the background; `close()`."""
+
+    def __init__(self, pin: int, active_high: bool = True, factory_name: str = "", factory=None):
+        try:
+            from gpiozero import DigitalOutputDevice
+        except ImportError as exc:
+            raise ActuatorError("challenge.indicator_pin is set but gpiozero is not installed "
+                                "(apt install python3-gpiozero, or pip install gpiozero)") from exc
+        factory = factory if factory is not None else open_pin_factory(factory_name)
+        try:
+            self._device = DigitalOutputDevice(pin, active_high=active_high, initial_value=False, pin_factory=factory)
+        except Exception as exc:  # gpiozero raises many kinds (no pins, pin in use, not a Pi)
+            raise ActuatorError(f"challenge indicator on GPIO{pin}: cannot open ({type(exc).__name__}: {exc})") \
+                from exc
+        self.pin = pin
+        self.signals = 0
+
+    def signal(self, pulses: int) -> None:
+        self._device.blink(on_time=ON_S, off_time=OFF_S, n=pulses, background=True)
+        self.signals += 1
+        log.info("indicator: GPIO%d, %d pulses", self.pin, pulses)
+
+    def close(self) -> None:
+        self._device.close()
+
+
+class NoIndicator:
+    """No indicator configured: the challenge goes out over MQTT (and Home Assistant) only."""
+
+    signals = 0
+
+    def signal(self, pulses: int) -> None:
+        self.signals += 1
+
+    def close(self) -> None:
+        pass
+
+
+def open_indicator(pin: int, active_high: bool = True, factory_name: str = ""):
+    return Indicator(pin, active_high, factory_name) if pin >= 0 else NoIndicator()
