@@ -2,13 +2,14 @@
 passive liveness check cost the owner?
 
     .venv/bin/python benchmarks/attacks.py [--bundle out/full/bundle] [--people N] [--json OUT]
-        [--sweep live_parallax=0.03,0.035,0.04]
+        [--sweep live_parallax=0.03,0.035,0.04] [--challenge]
 
 Prints the CPU (and its SIMD features), then per kind of sequence (prints and screens, hand-held and held
 still; live-like turning heads, with and without a blink): APCER / BPCER with the liveness check on and
 off (same frames, same run), why the refused ones were refused, the median time to open; the targets of
 issue 14 with verdicts; and with --sweep, the same figures for other values of one LivenessOptions field
-(re-deciding the same frames). How the sequences are made and scored: convert/bench/attacks.py.
+(re-deciding the same frames); with --challenge, the active challenge played against the lock frame by
+frame (convert/bench/challenge.py). How the sequences are made and scored: convert/bench/attacks.py.
 """
 
 from __future__ import annotations
@@ -167,6 +168,104 @@ def run_attacks(root, bundle, people: int | None = 40, threads: int = 2, seed: i
     return res, scored
 
 
+def run_challenge(root, bundle, people: int | None, threads: int, seed: int, portraits: bool,
+                  scored: list, progress: bool = False) -> dict:
+    """The challenge section (convert/bench/challenge.py): owners answering and blind video replays played
+    frame by frame against the lock, and the attack traces of `scored` re-decided with the challenge."""
+    import random
+    import tempfile
+
+    from convert.bench.challenge import played, summarise_played
+    from convert.bench.door import door_people
+    from convert.bench.util import bar
+    from convert.demo_faces import load_portraits
+    from edge.errors import NoFaceError
+    from edge.identity.gallery import Gallery
+    from edge.identity.match import Matcher
+    from edge.images import read_image_rgb
+    from edge.models.bundle import load_bundle
+    from edge.vision.build import bundle_stages
+    from edge.vision.challenge import ChallengeJudge, ChallengeOptions
+    from edge.vision.liveness import LivenessCheck, LivenessOptions
+
+    b = load_bundle(bundle)
+    threshold = b.threshold.cosine
+    pipeline = bundle_stages(b, num_threads=threads, use_edgetpu=False).pipeline(
+        liveness=LivenessCheck(LivenessOptions(enabled=True)))
+    todo = [(name, image, image) for name, image in (load_portraits().items() if portraits else ())]
+    todo += [(p.name, p.enrol, p.probe) for p in (door_people(Path(root), people, seed) if people else [])]
+    rng = np.random.default_rng(seed + 1)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, enrol, photo) in enumerate(bar(todo, "challenge attempts", progress)):
+            enrol, photo = (read_image_rgb(x) if isinstance(x, Path) else x for x in (enrol, photo))
+            try:
+                emb = pipeline.embed_image(enrol)
+            except NoFaceError:
+                continue
+            face = pipeline.subject(photo).face
+            if face is None or face.mesh is None:
+                continue
+            with Gallery(Path(tmp) / f"{i}.db") as gallery:
+                gallery.enroll(name, emb[None])
+                pipeline.matcher = Matcher(gallery)
+                results += played(pipeline, photo, face.mesh.astype(np.float64), name, threshold, rng)
+    res = {"kinds": summarise_played(results), "attacks": {}}
+    for passive in (False, True):
+        for kind in ATTACKS:
+            rows = [s for s in scored if s.kind == kind]
+            if not rows:
+                continue
+            opened = sum(decide(s.trace, threshold, ChallengeJudge(
+                ChallengeOptions(enabled=True), LivenessCheck(LivenessOptions(enabled=True)) if passive else None,
+                random.Random(j)))[0] is not None for j, s in enumerate(rows))
+            res["attacks"].setdefault(kind, {})["passive_on" if passive else "challenge_only"] = opened / len(rows)
+            res["attacks"][kind]["n"] = len(rows)
+    return res
+
+
+def print_challenge(res: dict) -> None:
+    from convert.bench.challenge import OWNER_ANSWERS, OWNER_STILL, VIDEO
+
+    k = res["kinds"]
+    rows = [[kind, c["n"], pct(c["opened"]), secs(c["open_s"]), secs(c["answer_s"])] for kind, c in k.items()]
+    print(table(rows, ["played against the lock (challenge on)", "attempts", "opened", "median time to open",
+                       "median from the challenge"]))
+    owner, video = k.get(OWNER_ANSWERS), k.get(VIDEO)
+    if owner:
+        asked = ", ".join(f"{a} {n}" for a, n in owner["asked"].items())
+        print(f"owner answers: BPCER {pct(owner['bpcer'])}, median rise over the same person without the "
+              f"challenge {secs(owner['rise_s'])}; asked: {asked}")
+        for why in owner["failed_why"]:
+            print(f"  not opened: {why}")
+    if video:
+        print(f"video replay: APCER {pct(video['apcer'])} (its move was the one asked in "
+              f"{pct(video['move_was_asked'])})")
+    print()
+    rows = [[kind, c["n"], pct(c["challenge_only"]), pct(c["passive_on"])] for kind, c in res["attacks"].items()]
+    print(table(rows, ["attack", "sequences", "APCER: challenge alone", "APCER: challenge + passive"]))
+    print()
+    prints = [res["attacks"][x][y] * res["attacks"][x]["n"] for x in (PRINT_MOVING, PRINT_STILL)
+              if x in res["attacks"] for y in ("challenge_only",)]
+    n_prints = sum(res["attacks"][x]["n"] for x in (PRINT_MOVING, PRINT_STILL) if x in res["attacks"])
+    screens = [x for x in ATTACKS if x.startswith("screen") and x in res["attacks"]]
+    n_screens = sum(res["attacks"][x]["n"] for x in screens)
+    p_apcer = sum(prints) / n_prints if n_prints else None
+    s_apcer = sum(res["attacks"][x]["challenge_only"] * res["attacks"][x]["n"] for x in screens) / n_screens \
+        if n_screens else None
+    still = k.get(OWNER_STILL)
+    verdict = lambda x, goal: "–" if x is None else ("PASS" if x <= goal else "FAIL")
+    target_rows = [
+        ["print attacks: APCER (challenge)", pct(p_apcer), "<= 1%", verdict(p_apcer, 0.01)],
+        ["screen replays of a photo: APCER (challenge)", pct(s_apcer), "<= 5%", verdict(s_apcer, 0.05)],
+        ["owner answering: BPCER", pct(owner and owner["bpcer"]), "<= 5%", verdict(owner and owner["bpcer"], 0.05)],
+        ["owner: median rise in time to open", secs(owner and owner["rise_s"]), "<= 1.0 s",
+         verdict(owner and owner["rise_s"], 1.0)],
+        ["(baseline: owner without the challenge opened)", pct(still and still["opened"]), "", ""],
+    ]
+    print(table(target_rows, ["target (challenge on)", "measured", "goal", "verdict"]))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", default="out/full/bundle", help="model bundle (default out/full/bundle)")
@@ -178,6 +277,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sweep", action="append", default=[], metavar="FIELD=v1,v2,...",
                     help="also decide the same frames with these values of a LivenessOptions field (repeatable)")
+    ap.add_argument("--challenge", action="store_true",
+                    help="also play the active challenge: owners answering it, blind video replays, and the "
+                    "prints and screens re-decided with it (convert/bench/challenge.py)")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args()
     bundle = Path(args.bundle)
@@ -209,6 +311,11 @@ def main() -> int:
                      for r in rows],
                     [f"liveness.{name}", "print APCER", "screen APCER", "live BPCER", "BPCER of liveness",
                      "worst median rise"]))
+    if args.challenge:
+        print()
+        res["challenge"] = run_challenge(root, bundle, args.people, args.threads, args.seed, not args.no_portraits,
+                                         scored, progress=True)
+        print_challenge(res["challenge"])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2, default=str))
     return 0
