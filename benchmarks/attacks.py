@@ -19,61 +19,22 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
 from common import lfw_dir, table
 
-from convert.bench.attacks import (
-    ATTACKS,
-    LIVES,
-    PRINT_MOVING,
-    PRINT_STILL,
-    decide,
-    score,
-    sequences,
-    summarise,
+from convert.bench.attack_section import (
+    challenge_verdicts,
+    live_bpcer_liveness,
+    pct,
+    pooled,
+    run_attacks,
+    run_challenge,
+    secs,
+    verdicts,
 )
+from convert.bench.attacks import ATTACKS, LIVES, PRINT_MOVING, PRINT_STILL, summarise
 from convert.bench.machine import machine
 
 REASONS = ("planar", "static", "undecided", "not recognised")
-
-
-def pct(x) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def secs(x) -> str:
-    return "–" if x is None else f"{x:.1f} s"
-
-
-def pooled(kinds: dict, names, key: str) -> float | None:
-    cells = [kinds[k] for k in names if k in kinds]
-    n = sum(c["n"] for c in cells)
-    return sum(c[key] * c["n"] for c in cells) / n if n else None
-
-
-def live_bpcer_liveness(kinds: dict) -> float | None:
-    """Pooled over the live kinds: of those that open without liveness, the share that do not with it."""
-    opened = sum(kinds[k]["accepted_off"] * kinds[k]["n"] for k in LIVES if k in kinds)
-    both = sum((1 - kinds[k]["bpcer_liveness"]) * kinds[k]["accepted_off"] * kinds[k]["n"] for k in LIVES
-               if k in kinds and kinds[k]["bpcer_liveness"] is not None)
-    return 1 - both / opened if opened else None
-
-
-def verdicts(kinds: dict) -> list[list[str]]:
-    """Issue 14's targets: prints APCER <= 1%, screens <= 5%, live BPCER <= 5%, rise in time to open <= 1 s."""
-    out = []
-    for names, goal, what in (((PRINT_MOVING, PRINT_STILL), 0.01, "print attacks: APCER"),
-                              (tuple(k for k in ATTACKS if k.startswith("screen")), 0.05, "screen replays: APCER")):
-        x = pooled(kinds, names, "accepted")
-        out.append([what, pct(x), f"<= {goal:.0%}", "–" if x is None else ("PASS" if x <= goal else "FAIL")])
-    x = live_bpcer_liveness(kinds)
-    out.append(["live: BPCER of liveness (opened without it, not with it)", pct(x), "<= 5%",
-                "–" if x is None else ("PASS" if x <= 0.05 else "FAIL")])
-    rises = [kinds[k]["rise_s"] for k in LIVES if k in kinds and kinds[k]["rise_s"] is not None]
-    worst = max(rises) if rises else None
-    out.append(["live: median rise in time to open (worst live kind)", secs(worst), "<= 1.0 s",
-                "–" if worst is None else ("PASS" if worst <= 1.0 else "FAIL")])
-    return out
 
 
 def print_figures(res: dict) -> None:
@@ -109,123 +70,8 @@ def sweep_plan(spec: str) -> tuple[str, list[tuple[float, object]]]:
         raise SystemExit(f"--sweep {spec!r}: {exc}") from None
 
 
-def enrol_and_sequences(pipeline, enrol: np.ndarray, photo: np.ndarray, rng, per_person: dict | None = None):
-    """(the embedding from `enrol`, the sequences of `photo`), or None when either has no usable face."""
-    from edge.errors import NoFaceError
-
-    try:
-        emb = pipeline.embed_image(enrol)
-    except NoFaceError:
-        return None
-    face = pipeline.subject(photo).face
-    if face is None or face.mesh is None:
-        return None
-    return emb, sequences(photo, face.mesh.astype(np.float64), rng, per_person)
-
-
-def run_attacks(root, bundle, people: int | None = 40, threads: int = 2, seed: int = 0, portraits: bool = True,
-                per_person: dict | None = None, progress: bool = False) -> tuple[dict, list]:
-    """Every person's sequences scored (convert/bench/attacks.py): (figures, the scored sequences)."""
-    import tempfile
-    from pathlib import Path
-
-    from convert.bench.door import door_people
-    from convert.bench.util import bar
-    from convert.demo_faces import load_portraits
-    from edge.identity.gallery import Gallery
-    from edge.identity.match import Matcher
-    from edge.images import read_image_rgb
-    from edge.models.bundle import load_bundle
-    from edge.vision.build import bundle_stages
-    from edge.vision.liveness import LivenessCheck, LivenessOptions
-
-    b = load_bundle(bundle)
-    threshold = b.threshold.cosine
-    stages = bundle_stages(b, num_threads=threads, use_edgetpu=False)
-    pipeline = stages.pipeline(liveness=LivenessCheck(LivenessOptions(enabled=True)))
-    todo = [(name, image, image) for name, image in (load_portraits().items() if portraits else ())]
-    todo += [(p.name, p.enrol, p.probe) for p in (door_people(Path(root), people, seed) if people else [])]
-    rng = np.random.default_rng(seed)
-    scored, skipped = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, enrol, photo) in enumerate(bar(todo, "attack sequences", progress)):
-            enrol, photo = (read_image_rgb(x) if isinstance(x, Path) else x for x in (enrol, photo))
-            made = enrol_and_sequences(pipeline, enrol, photo, rng, per_person)
-            if made is None:
-                skipped.append(name)
-                continue
-            with Gallery(Path(tmp) / f"{i}.db") as gallery:
-                gallery.enroll(name, made[0][None])
-                pipeline.matcher = Matcher(gallery)
-                scored += [score(pipeline, seq, name) for seq in made[1]]
-    res = {"people": len(todo) - len(skipped), "skipped": skipped, "sequences": len(scored),
-           "threshold": threshold, "placed": sum(s.placed for s in scored) / max(1, sum(s.frames for s in scored)),
-           "kinds": summarise(scored, threshold), "bundle": str(bundle), "source": str(root)}
-    check = LivenessCheck(LivenessOptions(enabled=True))
-    res["each"] = [{"kind": s.kind, "person": s.person, "width_px": round(s.width_px, 1), "frames": s.frames,
-                    "placed": s.placed, "on": decide(s.trace, threshold, check), "off": decide(s.trace, threshold, None)}
-                   for s in scored]
-    return res, scored
-
-
-def run_challenge(root, bundle, people: int | None, threads: int, seed: int, portraits: bool,
-                  scored: list, progress: bool = False) -> dict:
-    """The challenge section (convert/bench/challenge.py): owners answering and blind video replays played
-    frame by frame against the lock, and the attack traces of `scored` re-decided with the challenge."""
-    import random
-    import tempfile
-
-    from convert.bench.challenge import played, summarise_played
-    from convert.bench.door import door_people
-    from convert.bench.util import bar
-    from convert.demo_faces import load_portraits
-    from edge.errors import NoFaceError
-    from edge.identity.gallery import Gallery
-    from edge.identity.match import Matcher
-    from edge.images import read_image_rgb
-    from edge.models.bundle import load_bundle
-    from edge.vision.build import bundle_stages
-    from edge.vision.challenge import ChallengeJudge, ChallengeOptions
-    from edge.vision.liveness import LivenessCheck, LivenessOptions
-
-    b = load_bundle(bundle)
-    threshold = b.threshold.cosine
-    pipeline = bundle_stages(b, num_threads=threads, use_edgetpu=False).pipeline(
-        liveness=LivenessCheck(LivenessOptions(enabled=True)))
-    todo = [(name, image, image) for name, image in (load_portraits().items() if portraits else ())]
-    todo += [(p.name, p.enrol, p.probe) for p in (door_people(Path(root), people, seed) if people else [])]
-    rng = np.random.default_rng(seed + 1)
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, enrol, photo) in enumerate(bar(todo, "challenge attempts", progress)):
-            enrol, photo = (read_image_rgb(x) if isinstance(x, Path) else x for x in (enrol, photo))
-            try:
-                emb = pipeline.embed_image(enrol)
-            except NoFaceError:
-                continue
-            face = pipeline.subject(photo).face
-            if face is None or face.mesh is None:
-                continue
-            with Gallery(Path(tmp) / f"{i}.db") as gallery:
-                gallery.enroll(name, emb[None])
-                pipeline.matcher = Matcher(gallery)
-                results += played(pipeline, photo, face.mesh.astype(np.float64), name, threshold, rng)
-    res = {"kinds": summarise_played(results), "attacks": {}}
-    for passive in (False, True):
-        for kind in ATTACKS:
-            rows = [s for s in scored if s.kind == kind]
-            if not rows:
-                continue
-            opened = sum(decide(s.trace, threshold, ChallengeJudge(
-                ChallengeOptions(enabled=True), LivenessCheck(LivenessOptions(enabled=True)) if passive else None,
-                random.Random(j)))[0] is not None for j, s in enumerate(rows))
-            res["attacks"].setdefault(kind, {})["passive_on" if passive else "challenge_only"] = opened / len(rows)
-            res["attacks"][kind]["n"] = len(rows)
-    return res
-
-
 def print_challenge(res: dict) -> None:
-    from convert.bench.challenge import OWNER_ANSWERS, OWNER_STILL, VIDEO
+    from convert.bench.challenge import OWNER_ANSWERS, VIDEO
 
     k = res["kinds"]
     rows = [[kind, c["n"], pct(c["opened"]), secs(c["open_s"]), secs(c["answer_s"])] for kind, c in k.items()]
@@ -245,25 +91,7 @@ def print_challenge(res: dict) -> None:
     rows = [[kind, c["n"], pct(c["challenge_only"]), pct(c["passive_on"])] for kind, c in res["attacks"].items()]
     print(table(rows, ["attack", "sequences", "APCER: challenge alone", "APCER: challenge + passive"]))
     print()
-    prints = [res["attacks"][x][y] * res["attacks"][x]["n"] for x in (PRINT_MOVING, PRINT_STILL)
-              if x in res["attacks"] for y in ("challenge_only",)]
-    n_prints = sum(res["attacks"][x]["n"] for x in (PRINT_MOVING, PRINT_STILL) if x in res["attacks"])
-    screens = [x for x in ATTACKS if x.startswith("screen") and x in res["attacks"]]
-    n_screens = sum(res["attacks"][x]["n"] for x in screens)
-    p_apcer = sum(prints) / n_prints if n_prints else None
-    s_apcer = sum(res["attacks"][x]["challenge_only"] * res["attacks"][x]["n"] for x in screens) / n_screens \
-        if n_screens else None
-    still = k.get(OWNER_STILL)
-    verdict = lambda x, goal: "–" if x is None else ("PASS" if x <= goal else "FAIL")
-    target_rows = [
-        ["print attacks: APCER (challenge)", pct(p_apcer), "<= 1%", verdict(p_apcer, 0.01)],
-        ["screen replays of a photo: APCER (challenge)", pct(s_apcer), "<= 5%", verdict(s_apcer, 0.05)],
-        ["owner answering: BPCER", pct(owner and owner["bpcer"]), "<= 5%", verdict(owner and owner["bpcer"], 0.05)],
-        ["owner: median rise in time to open", secs(owner and owner["rise_s"]), "<= 1.0 s",
-         verdict(owner and owner["rise_s"], 1.0)],
-        ["(baseline: owner without the challenge opened)", pct(still and still["opened"]), "", ""],
-    ]
-    print(table(target_rows, ["target (challenge on)", "measured", "goal", "verdict"]))
+    print(table(challenge_verdicts(res), ["target (challenge on)", "measured", "goal", "verdict"]))
 
 
 def main() -> int:

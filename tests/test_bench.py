@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("## 1. Accuracy", "## 2. Speed", "## 3. Cost curve", "## 4. Scaling", "## 5. Figure of merit",
-            "## 6. Security", "## 7. Door distance")
+            "## 6. Security", "## 7. Door distance", "## 8. Presentation attacks")
 PLOTS = ("roc.png", "cost_curve.png", "match_scaling.png", "door_tar.png")
 
 
@@ -74,6 +74,12 @@ def test_quick_bench_writes_every_section_and_plot(tmp_path, models_dir, keras_m
     merit = _section(md, "## 5. Figure of merit")
     assert re.search(r"\*\*\d+\.\d+ GMAC per face\*\*", merit)
     assert re.search(r"\| 1 \| \d+\.\d+ \| \d+\.\d+ \| \d+\.\d+ \| \d+\.\d+ \| \d+% \|", merit)
+
+    attacks = _section(md, "## 8. Presentation attacks")
+    for kind in ("| print, hand-held |", "| live, turning |", "| owner answers |", "| video replay |",
+                 "| print attacks: APCER (challenge) |"):
+        assert kind in attacks, kind
+    assert re.search(r"\| owner, no challenge \| 2 \| \d+\.\d%", attacks)
 
     for name in PLOTS:
         assert f"](img/{name})" in md, f"{name} is not linked from the markdown"

@@ -175,6 +175,10 @@ def render(res: dict) -> str:
         from convert.bench.door_section import render_door
 
         L += render_door(res["door"])
+    if "attacks" in res:  # nor this one
+        from convert.bench.attack_section import render_attacks
+
+        L += render_attacks(res["attacks"])
     return "\n".join(L)
 
 

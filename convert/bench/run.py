@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from convert.bench.accuracy import accuracy
+from convert.bench.attack_section import attacks
 from convert.bench.conversions import conversions
 from convert.bench.cost import cost_curve
 from convert.bench.data import MAIN_SPARSITY, BenchOptions, dataset
@@ -40,21 +41,23 @@ def run_bench(opts: BenchOptions) -> dict:
     main = convs[MAIN_SPARSITY]
     peer_ok = opts.peer and dlib_available()
 
-    say("1/7 accuracy")
+    say("1/8 accuracy")
     res["accuracy"] = accuracy(opts, ds, main, img)
-    say("2/7 speed")
+    say("2/8 speed")
     res["speed"] = speed(opts, ds, main, peer_ok)
     chips = latency_chips(opts, ds)
-    say("3/7 cost curve")
+    say("3/8 cost curve")
     res["cost"] = cost_curve(opts, {s: c for s, c in convs.items() if s in opts.sparsities}, chips, img)
-    say("4/7 gallery scaling")
+    say("4/8 gallery scaling")
     res["scaling"] = scaling(opts, img)
-    say("5/7 figure of merit")
+    say("5/8 figure of merit")
     res["merit"] = figure_of_merit(opts, main, chips)
-    say("6/7 security")
+    say("6/8 security")
     res["security"] = security(opts, ds, main, peer_ok)
-    say("7/7 door distance")
+    say("7/8 door distance")
     res["door"] = door(opts, ds, main, peer_ok, img)
+    say("8/8 presentation attacks")
+    res["attacks"] = attacks(opts, ds, main)
     res["seconds"] = time.time() - started
     out = Path(opts.out)
     (out / "benchmarks.md").write_text(render(res))
