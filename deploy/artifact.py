@@ -229,6 +229,53 @@ def read_artifact(path: str | os.PathLike) -> ArtifactInfo:
     return ArtifactInfo(path=path, version=fields["version"], release=fields["release"], top=top)
 
 
+# Run by the host's Python with the release's own (pure-Python) facelock wheel first on sys.path: does the
+# code that will run on the board load this config?
+_CHECK_WITH_RELEASE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import edge
+from edge.errors import ConfigError
+from edge.service.config import load_config
+if not edge.__file__.startswith(sys.argv[1]):
+    sys.exit("the release's code was not the one imported: " + edge.__file__)
+try:
+    load_config(sys.argv[2])
+except ConfigError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+def check_config_with_release(artifact: str | os.PathLike, config_text: str, what: str = "the card's config") -> None:
+    """Refuse a config that the artifact's own release would refuse on the board (a config rendered by newer
+    code than the release it goes with: a section or key the release does not know). Loads it with the
+    release's facelock wheel, not this checkout's."""
+    import zipfile
+
+    info = read_artifact(artifact)
+    with tarfile.open(info.path, "r:gz") as tar:
+        member = tar.extractfile(f"{info.top}/VERSION")
+        fields = dict(line.split("=", 1) for line in member.read().decode().splitlines() if "=" in line)
+        wheel = tar.extractfile(f"{info.top}/{fields.get('wheel', '')}") if fields.get("wheel") else None
+        if wheel is None:
+            raise DeployError(f"{info.path}: {info.top}/VERSION names no wheel inside the artifact")
+        with tempfile.TemporaryDirectory(prefix="facelock-release-") as tmp:
+            lib, config = Path(tmp) / "lib", Path(tmp) / "config.toml"
+            with zipfile.ZipFile(wheel) as zf:
+                zf.extractall(lib)
+            config.write_text(config_text, encoding="utf-8")
+            proc = subprocess.run([sys.executable, "-c", _CHECK_WITH_RELEASE, str(lib), str(config)],
+                                  capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode == 3:
+        raise DeployError(f"{what}: release {info.release} in {info.path.name} refuses it (its code is older or "
+                          f"newer than this checkout's): {proc.stdout.strip().replace(str(config), 'config.toml')}; "
+                          f"build the artifact and the card from the same checkout")
+    if proc.returncode != 0:
+        raise DeployError(f"{info.path}: could not check {what} with the release's code: "
+                          f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+
+
 def find_latest_artifact(folder: Path = Path("dist")) -> Path:
     candidates = sorted(folder.glob("facelock-deploy-*.tar.gz"), key=lambda p: p.stat().st_mtime)
     if not candidates:

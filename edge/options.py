@@ -219,7 +219,7 @@ def toml_value(value: Any) -> str | None:
         return repr(value)
     if isinstance(value, (str, Path)):
         return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):  # a tuple field, or a list as read back from TOML
         return "[" + ", ".join(toml_value(v) or '""' for v in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML")
 

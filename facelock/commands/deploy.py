@@ -182,6 +182,10 @@ def _sdcard(args) -> int:
             "tls": args.mqtt_tls,
         },
     )
+    if args.bundle:  # the release on the card must load the config rendered here
+        from deploy.artifact import check_config_with_release
+
+        check_config_with_release(args.bundle, config)
     prov = Provision(
         hostname=args.hostname,
         ssh_key=key,

@@ -285,3 +285,36 @@ def test_cloud_init_files_pass_the_real_validators(tmp_path, ssh_key):
         assert len(conns) == 1
         text = conns[0].read_text()
         assert "ssid=Home Net" in text and "psk=p4ssw0rd!" in text
+
+
+def test_a_card_config_the_release_would_refuse_is_refused_before_writing(tmp_path, ssh_key, wheel, model_bundle,
+                                                                          capsys):
+    """A card rendered by a newer checkout than the artifact on it: the config has a section the release
+    does not know, the board's first boot would fail. `deploy sdcard` loads the config with the release's own
+    code and refuses, naming the section; the same config with a release that knows it is written."""
+    import zipfile
+
+    from deploy.artifact import build_artifact, check_config_with_release
+    from deploy.sdcard import render_config
+
+    older = tmp_path / "old" / wheel.name  # this checkout's wheel, without the [challenge] section
+    older.parent.mkdir()
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(older, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "edge/service/config.py":
+                data = data.replace(b'    "challenge": "edge.vision.challenge:ChallengeOptions",\n', b"")
+            dst.writestr(item, data)
+    old_artifact = build_artifact(model_bundle, tmp_path / "art-old", wheel=older, log=lambda _m: None)
+    new_artifact = build_artifact(model_bundle, tmp_path / "art-new", wheel=wheel, log=lambda _m: None)
+    config = render_config("[challenge]\nenabled = true\n", "frontdoor", {"host": "broker.lan"})
+    check_config_with_release(new_artifact.path, config)  # the same code: fine
+    with pytest.raises(DeployError, match=r"release .* refuses it.*challenge"):
+        check_config_with_release(old_artifact.path, config)
+    (tmp_path / "card.toml").write_text("[challenge]\nenabled = true\n")
+    image = make_image(tmp_path / "pi.img", {"cmdline.txt": "console=tty1\n", "user-data": "#cloud-config\n"})
+    rc = run_cli(str(image), "--hostname", "frontdoor", "--ssh-key", str(ssh_key), "--config",
+                 str(tmp_path / "card.toml"), "--bundle", str(old_artifact.path))
+    assert rc != 0 and "unknown section [challenge]" in capsys.readouterr().err
+    with pytest.raises(subprocess.CalledProcessError):  # nothing was written to the card
+        read_back(image, "facelock/config.toml")
