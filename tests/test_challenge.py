@@ -201,6 +201,8 @@ def test_options_config_and_build():
         ChallengeOptions(move_parallax=0.02).validate()
     text = render_example()
     assert "[challenge]" in text and "enabled = false" in text.split("[challenge]")[1]
+    with pytest.raises(ConfigError, match=r"challenge\.deadline_s = 12 must be under decide\.attempt_max_s = 10"):
+        parse_config({"challenge": {"enabled": True, "deadline_s": 12}})
     config = parse_config({"challenge": {"enabled": True, "actions": ["turn_left", "blink_twice"]}})
     assert config.challenge.actions == ("turn_left", "blink_twice")
     assert set(ACTIONS) >= set(ChallengeOptions().actions)

@@ -114,6 +114,11 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
         table = data.get(section, {})
         sections[section] = build_options(options_class(section), table, section, name)
         explicit.update(f"{section}.{key}" for key in table)
+    challenge, decide = sections["challenge"], sections["decide"]
+    if challenge.enabled and challenge.deadline_s >= decide.attempt_max_s:  # the one rule across sections
+        raise ConfigError(f"{name}: challenge.deadline_s = {challenge.deadline_s:g} must be under "
+                          f"decide.attempt_max_s = {decide.attempt_max_s:g}: the attempt would end before the "
+                          "answer is due")
     return Config(sections, path, frozenset(explicit))
 
 

@@ -31,7 +31,7 @@ from edge.device.indicator import open_indicator
 from edge.device.relay import NoRelay, open_relay
 from edge.device.sources import open_source
 from edge.device.systemd import sd_notify, watchdog_interval
-from edge.errors import ConfigError, FacelockError
+from edge.errors import FacelockError
 from edge.identity.decide import DecideOptions, Decider, Outcome
 from edge.identity.gallery import Gallery
 from edge.identity.lockout_store import LockoutStore
@@ -113,10 +113,6 @@ class Service:
         # samples per frame, judged by the decider: the passive checks, the challenge, or both
         liveness = liveness_judge(c.liveness, c.challenge, landmarker)
         decide = self._decide_options(bundle)
-        if c.challenge.enabled and c.challenge.deadline_s >= decide.attempt_max_s:
-            raise ConfigError(f"challenge.deadline_s = {c.challenge.deadline_s:g} must be under "
-                              f"decide.attempt_max_s = {decide.attempt_max_s:g}: the attempt would end before "
-                              f"the answer is due")
         self.pipeline = FacePipeline(detector, aligner, embedder, QualityGate(c.quality), self.matcher,
                                      landmarker=landmarker, near_detector=getattr(stages, "near_detector", None),
                                      liveness=liveness)
