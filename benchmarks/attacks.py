@@ -80,7 +80,8 @@ def print_challenge(res: dict) -> None:
     owner, video = k.get(OWNER_ANSWERS), k.get(VIDEO)
     if owner:
         asked = ", ".join(f"{a} {n}" for a, n in owner["asked"].items())
-        print(f"owner answers: BPCER {pct(owner['bpcer'])}, median rise over the same person without the "
+        print(f"owner answers: BPCER {pct(owner['bpcer'])} (of the people opened for without the challenge: "
+              f"{pct(owner['bpcer_challenge'])}), median rise over the same person without the "
               f"challenge {secs(owner['rise_s'])}; asked: {asked}")
         for why in owner["failed_why"]:
             print(f"  not opened: {why}")

@@ -77,7 +77,7 @@ def test_quick_bench_writes_every_section_and_plot(tmp_path, models_dir, keras_m
 
     attacks = _section(md, "## 8. Presentation attacks")
     for kind in ("| print, hand-held |", "| live, turning |", "| owner answers |", "| video replay |",
-                 "| print attacks: APCER (challenge) |"):
+                 "| print attacks: APCER (challenge) |", "BPCER of the challenge"):
         assert kind in attacks, kind
     assert re.search(r"\| owner, no challenge \| 2 \| \d+\.\d%", attacks)
 

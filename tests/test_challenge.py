@@ -301,3 +301,31 @@ def test_the_service_asks_over_mqtt_and_the_owner_who_answers_is_let_in(broker, 
     config, = [json.loads(p) for p, r in sub.on("homeassistant/event/facelock_door/challenge/config") if p]
     assert config["state_topic"] == "facelock/door/challenge" and config["event_types"] == list(ChallengeOptions().actions)
     sub.close()
+
+
+def test_an_answer_that_lowers_the_match_below_the_bar_still_counts_while_the_votes_last(mesh):
+    """A head turned to answer matches less well: once the person had the votes, their frames below the
+    bar still go to the judge while the k votes are within window_s; a frame of someone else does not."""
+    scale = 80 / np.ptp(mesh[:, 0])
+    for other, expected in (("owner", Outcome.ACCEPT), ("mallory", None)):
+        rng = np.random.default_rng(2)
+        judge = ChallengeJudge(ChallengeOptions(), rng=random.Random(0))
+        d = Decider(DecideOptions(threshold=0.9, state_path="/nonexistent/unused"), liveness=judge)
+        asked = None
+        outcomes = []
+        for i in range(12):
+            t = i / FPS
+            yaw, pitch = 0.0, 0.0
+            if asked is not None and i >= 6:
+                sy, sp = TARGET[asked]
+                yaw, pitch = 4.0 * (i - 5) * sy, 4.0 * (i - 5) * sp
+            match = vote() if i < 4 else vote(other, 0.8)  # turned: below the bar
+            out = d.update(match, t, jittered(head(mesh, yaw, pitch, scale=scale), rng))
+            if out.liveness is not None and out.liveness.asked is not None:
+                asked = out.liveness.asked.action
+            outcomes.append(out.outcome)
+        assert asked is not None
+        if expected is Outcome.ACCEPT:
+            assert Outcome.ACCEPT in outcomes and outcomes.index(Outcome.ACCEPT) >= 8
+        else:
+            assert Outcome.ACCEPT not in outcomes

@@ -77,10 +77,11 @@ def challenge_verdicts(res: dict) -> list[list[str]]:
                            / sum(a[x]["n"] for x in names)) if names else None
     owner, still = k.get(OWNER_ANSWERS) or {}, k.get(OWNER_STILL) or {}
     verdict = lambda x, goal: "–" if x is None else ("PASS" if x <= goal else "FAIL")
-    p, s, bp, rise = share(prints), share(screens), owner.get("bpcer"), owner.get("rise_s")
+    p, s, bp, rise = share(prints), share(screens), owner.get("bpcer_challenge"), owner.get("rise_s")
     return [["print attacks: APCER (challenge)", pct(p), "<= 1%", verdict(p, 0.01)],
             ["screen replays of a photo: APCER (challenge)", pct(s), "<= 5%", verdict(s, 0.05)],
-            ["owner answering: BPCER", pct(bp), "<= 5%", verdict(bp, 0.05)],
+            ["owner answering: BPCER of the challenge (opened without it, not with it)", pct(bp), "<= 5%",
+             verdict(bp, 0.05)],
             ["owner: median rise in time to open", secs(rise), "<= 1.0 s", verdict(rise, 1.0)],
             ["(baseline: owner without the challenge opened)", pct(still.get("opened")), "", ""]]
 

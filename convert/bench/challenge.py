@@ -95,7 +95,8 @@ def played(pipeline, photo, mesh, person: str, threshold: float, rng, per_person
 
 def summarise_played(results: list[Played]) -> dict:
     """Per kind: n, opened share, median time to open and from the challenge; for the owner: BPCER (not
-    opened) and the median rise in time to open over the same person's baseline; for the video: APCER,
+    opened), BPCER of the challenge (not opened, of the people whose baseline attempt opened) and the
+    median rise in time to open over the same person's baseline; for the video: APCER,
     and the share whose move happened to be the one asked."""
     med = lambda xs: float(np.median(xs)) if xs else None
     out: dict = {}
@@ -109,6 +110,8 @@ def summarise_played(results: list[Played]) -> dict:
         if kind == OWNER_ANSWERS:
             base = {r.person: r.opened_s for r in results if r.kind == OWNER_STILL and r.opened_s is not None}
             cell["bpcer"] = 1 - cell["opened"]
+            known = [r for r in rows if r.person in base]  # people the lock opens for without the challenge
+            cell["bpcer_challenge"] = (1 - sum(r.opened_s is not None for r in known) / len(known)) if known else None
             cell["rise_s"] = med([r.opened_s - base[r.person] for r in rows
                                   if r.opened_s is not None and r.person in base])
             cell["asked"] = {a: sum(r.asked == a for r in rows) for a in DIRECTION}

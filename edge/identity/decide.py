@@ -20,9 +20,9 @@ have left the last `n` frames.
 **Liveness.** With a liveness judge (edge.vision.liveness, edge.vision.challenge; passed in, identity does
 not import vision), P also needs the attempt's frames of P (a frame without P breaks the run) to look live:
 once P has the votes, live -> ACCEPT; attack suspected -> the attempt fails as ATTACK (counted like a
-REJECT, naming the check); failed (a challenge not answered) -> the attempt fails as a REJECT that says
-why; undecided -> PENDING until more frames come (an attempt that ends so is a REJECT that says why). A
-verdict that asks a challenge rides on its PENDING decision (`liveness.asked`) for the service to announce.
+REJECT, naming the check); failed (a challenge not answered) -> a REJECT that says why; undecided ->
+PENDING until more frames come (P's frames go on to the judge for `window_s` after P last had the votes;
+an attempt that ends so is a REJECT that says why). A challenge asked rides on its PENDING (`liveness.asked`).
 
 **Cooldown.** After P is accepted, frames voting for P are ignored for `cooldown_s` (P is still in front of
 the door; that is neither a new unlock nor a failed attempt). Other faces are decided as usual.
@@ -66,17 +66,15 @@ class Outcome(str, Enum):
 
 
 class LivenessJudge(Protocol):
-    """What the decider needs of a liveness check (edge.vision.liveness.LivenessCheck and
-    edge.vision.challenge.ChallengeJudge are two): a verdict on the attempt's samples at frame time `now`,
-    and word when an attempt ends (a challenge is asked once per attempt)."""
+    """What the decider needs of a liveness check (edge.vision.liveness.LivenessCheck, .challenge.ChallengeJudge):
+    a verdict on the attempt's samples at frame time `now`; word when an attempt ends (one challenge each)."""
 
     def judge(self, samples: list[Any], now: float) -> LivenessVerdict: ...
 
     def new_attempt(self) -> None: ...
 
 
-LOCKOUT = "lockout"
-UNLOCK_ALLOWED = "unlock_allowed"
+LOCKOUT, UNLOCK_ALLOWED = "lockout", "unlock_allowed"
 
 
 @dataclass(frozen=True)
@@ -175,6 +173,8 @@ class Decider:
         self.liveness = liveness  # the attempt's frames for it: (best candidate or None, sample), oldest first
         self._evidence: deque[tuple[str | None, Any]] = deque(maxlen=MAX_COUNT)
         self._verdict: LivenessVerdict | None = None  # the last one of this attempt
+        self._liveness_for: str | None = None  # whose liveness is pending (they had the votes)
+        self._qualified: tuple[float, list[float]] = (float("-inf"), [])  # when they last had them, and those
         self._last_now = float("-inf")
         self._votes: deque[tuple[float, str | None, float]] = deque(maxlen=self.options.n)
         self._attempt_start: float | None = None
@@ -232,6 +232,7 @@ class Decider:
         self._attempt_best = (None, -1.0)
         self._evidence.clear()
         self._verdict = None
+        self._liveness_for, self._qualified = None, (float("-inf"), [])
         if self.liveness is not None:
             self.liveness.new_attempt()
 
@@ -342,35 +343,41 @@ class Decider:
         self._votes.append((now, vote, match.score))
         self._evidence.append((match.person, sample))
         recent = [(t, p, s) for t, p, s in self._votes if t > now - o.window_s]
-        if vote is not None:
-            scores = [s for _, p, s in recent if p == vote]
+        # Liveness pending: P's frames (a head turned to answer may match below the bar) go on to the judge
+        who = vote if vote is not None else (match.person if match.person == self._liveness_for else None)
+        if who is not None:
+            scores = [s for _, p, s in recent if p == who]
+            if len(scores) >= o.k:
+                self._qualified = (now, scores)
+            elif who == self._liveness_for and now - self._qualified[0] <= o.window_s:
+                scores = self._qualified[1]
             # Anyone else voted for among the last n frames (window or not): the face wavers, nobody opens.
-            rivals = sorted({p for _, p, _ in self._votes if p is not None and p != vote})
-            verdict = self._live(vote, now) if len(scores) >= o.k and not rivals else None
+            rivals = sorted({p for _, p, _ in self._votes if p is not None and p != who})
+            verdict = self._live(who, now) if len(scores) >= o.k and not rivals else None
             if verdict is not None and verdict.state in (LivenessState.ATTACK, LivenessState.FAILED):
                 self._verdict = verdict  # (an attempt too short to count gives None: not accepted either)
                 outcome = Outcome.ATTACK if verdict.state is LivenessState.ATTACK else Outcome.REJECT
                 return self._fail_attempt(now, f"{verdict.check}: {verdict.reason}", outcome) or \
-                    Decision(Outcome.PENDING, now, vote, match.score, verdict.reason, liveness=verdict)
+                    Decision(Outcome.PENDING, now, who, match.score, verdict.reason, liveness=verdict)
             if verdict is not None and verdict.state is LivenessState.UNDECIDED:
-                self._verdict = verdict  # for the REJECT, should the attempt end so
-                return Decision(Outcome.PENDING, now, vote, match.score, f"{vote}: waiting for liveness "
+                self._verdict, self._liveness_for = verdict, who  # for the REJECT, should the attempt end so
+                return Decision(Outcome.PENDING, now, who, match.score, f"{who}: waiting for liveness "
                                 f"({verdict.check}: {verdict.reason})", attempt_frames=self._attempt_frames,
                                 liveness=verdict)
             if verdict is not None:
                 frames = self._attempt_frames
                 self._reset_attempt()
                 self._cooldown = {p: t for p, t in self._cooldown.items() if t > now}  # forget expired ones
-                self._cooldown[vote] = now + o.cooldown_s
+                self._cooldown[who] = now + o.cooldown_s
                 if self._failures or self._level:
                     self._failures.clear()
                     self._level = 0
                     self._save()
                 live = "" if verdict.check == "off" else f"; live ({verdict.check})"
-                return Decision(Outcome.ACCEPT, now, vote, sum(scores) / len(scores),
-                                f"{vote}: {len(scores)} of the last {len(recent)} frames{live}",
+                return Decision(Outcome.ACCEPT, now, who, sum(scores) / len(scores),
+                                f"{who}: {len(scores)} of the last {len(recent)} frames{live}",
                                 attempt_frames=frames, liveness=None if live == "" else verdict)
-            why = f"{vote}: {len(scores)}/{o.k} votes"
+            why = f"{who}: {len(scores)}/{o.k} votes"
             if rivals:
                 why += f", but {', '.join(rivals)} also voted among the last {o.n} frames"
         return Decision(Outcome.PENDING, now, match.person, match.score if match.person else None, why,
