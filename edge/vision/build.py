@@ -69,10 +69,14 @@ def liveness_stage(options: LivenessOptions | None, landmarker: FaceLandmarker |
     options = options or LivenessOptions()
     if not options.enabled:
         return None
-    if landmarker is None:
-        raise ConfigError("liveness.enabled = true needs the face-landmark model, and these stages have none "
-                          "(a bundle made before it): rebuild the bundle, or set [liveness] enabled = false")
+    _needs_landmarks("liveness", landmarker)
     return LivenessCheck(options)
+
+
+def _needs_landmarks(section: str, landmarker: FaceLandmarker | None) -> None:
+    if landmarker is None:
+        raise ConfigError(f"{section}.enabled = true needs the face-landmark model, and these stages have none "
+                          f"(a bundle made before it): rebuild the bundle, or set [{section}] enabled = false")
 
 
 def liveness_judge(liveness: LivenessOptions | None, challenge: ChallengeOptions | None,
@@ -84,9 +88,7 @@ def liveness_judge(liveness: LivenessOptions | None, challenge: ChallengeOptions
     challenge = challenge or ChallengeOptions()
     if not challenge.enabled:
         return passive
-    if landmarker is None:
-        raise ConfigError("challenge.enabled = true needs the face-landmark model, and these stages have none "
-                          "(a bundle made before it): rebuild the bundle, or set [challenge] enabled = false")
+    _needs_landmarks("challenge", landmarker)
     return ChallengeJudge(challenge, passive)
 
 
