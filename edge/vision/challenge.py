@@ -12,8 +12,8 @@ How a move is read: between the frame the challenge was issued on and each later
 is fitted as a homography plus a depth term (`liveness.depth_fit`); the depth term is how each point moved
 *because of its depth*. Projected on the eye line it is the turn (yaw), across it the nod (pitch), signed
 by the nose tip's, in face radii as the passive checks' figures. A plane (a print, a screen), however it is
-tilted, has no depth term (its largest seen: 0.030): the move needs `move_parallax` (0.06, a head turned
-~12 degrees as the landmark model sees it), so no tilt of a photo answers a challenge. The first move over that bar decides: the one
+tilted, has no depth term (its largest seen: 0.030): the move needs `move_parallax` (0.08, a head turned
+~11 degrees), so no tilt of a photo answers a challenge. The first move over that bar decides: the one
 asked passes, any other fails (a replayed video turning both ways, or an owner who turned the wrong way:
 the attempt fails, it is not called an attack). `blink_twice` counts two closings of the eyes; a head move
 over the bar before them fails it.
@@ -71,10 +71,9 @@ class ChallengeOptions:
     video can blink first), so it is not in the default set."""
     deadline_s: float = 5.0
     """Seconds from the announcement for the move (must be under `decide.attempt_max_s`)."""
-    move_parallax: float = 0.06
-    """How far the face must move off a plane, in face radii, for a move to count (0.06: a head turned or
-    nodded ~12 degrees as the landmark model sees it, which reads a 15 degree turn as 0.07-0.10; the most
-    a tilted print showed: 0.030)."""
+    move_parallax: float = 0.08
+    """How far the face must move off a plane, in face radii, for a move to count (0.08: a head turned or
+    nodded ~11 degrees; the most a tilted print showed: 0.030)."""
     blink_ratio: float = 0.6
     """For blink_twice: the eyes' opening under this fraction of its median over the answer is closed."""
     mirrored: bool = False
