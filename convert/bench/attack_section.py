@@ -86,29 +86,19 @@ def challenge_verdicts(res: dict) -> list[list[str]]:
             ["(baseline: owner without the challenge opened)", pct(still.get("opened")), "", ""]]
 
 
-def enrol_and_sequences(pipeline, enrol: np.ndarray, photo: np.ndarray, rng, per_person: dict | None = None):
-    """(the embedding from `enrol`, the sequences of `photo`), or None when either has no usable face."""
-    from edge.errors import NoFaceError
-
-    try:
-        emb = pipeline.embed_image(enrol)
-    except NoFaceError:
-        return None
-    face = pipeline.subject(photo).face
-    if face is None or face.mesh is None:
-        return None
-    return emb, sequences(photo, face.mesh.astype(np.float64), rng, per_person)
-
-
-def run_attacks(root, bundle, people: int | None = 40, threads: int = 2, seed: int = 0, portraits: bool = True,
-                per_person: dict | None = None, progress: bool = False) -> tuple[dict, list]:
-    """Every person's sequences scored (convert/bench/attacks.py): (figures, the scored sequences)."""
+def enrolled(root, bundle, people: int | None, threads: int, seed: int, portraits: bool, label: str,
+             progress: bool = False, skipped: list | None = None):
+    """The bundle's pipeline (with the passive liveness stage), then per person with a usable face in both
+    photos (the portraits: one photo; LFW `test` people: photo 1 enrolled, photo 2 shown): (name, the
+    photo shown, its landmark mesh), with that person alone enrolled in the pipeline's matcher while the
+    caller works on them. A generator: the first item is (pipeline, threshold). Names without a usable
+    face go to `skipped`."""
     import tempfile
-    from pathlib import Path
 
     from convert.bench.door import door_people
     from convert.bench.util import bar
     from convert.demo_faces import load_portraits
+    from edge.errors import NoFaceError
     from edge.identity.gallery import Gallery
     from edge.identity.match import Matcher
     from edge.images import read_image_rgb
@@ -117,25 +107,43 @@ def run_attacks(root, bundle, people: int | None = 40, threads: int = 2, seed: i
     from edge.vision.liveness import LivenessCheck, LivenessOptions
 
     b = load_bundle(bundle)
-    threshold = b.threshold.cosine
-    stages = bundle_stages(b, num_threads=threads, use_edgetpu=False)
-    pipeline = stages.pipeline(liveness=LivenessCheck(LivenessOptions(enabled=True)))
+    pipeline = bundle_stages(b, num_threads=threads, use_edgetpu=False).pipeline(
+        liveness=LivenessCheck(LivenessOptions(enabled=True)))
+    yield pipeline, b.threshold.cosine
     todo = [(name, image, image) for name, image in (load_portraits().items() if portraits else ())]
     todo += [(p.name, p.enrol, p.probe) for p in (door_people(Path(root), people, seed) if people else [])]
-    rng = np.random.default_rng(seed)
-    scored, skipped = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, enrol, photo) in enumerate(bar(todo, "attack sequences", progress)):
+        for i, (name, enrol, photo) in enumerate(bar(todo, label, progress)):
             enrol, photo = (read_image_rgb(x) if isinstance(x, Path) else x for x in (enrol, photo))
-            made = enrol_and_sequences(pipeline, enrol, photo, rng, per_person)
-            if made is None:
-                skipped.append(name)
+            try:
+                emb = pipeline.embed_image(enrol)
+            except NoFaceError:
+                emb = None
+            face = pipeline.subject(photo).face if emb is not None else None
+            if face is None or face.mesh is None:
+                if skipped is not None:
+                    skipped.append(name)
                 continue
             with Gallery(Path(tmp) / f"{i}.db") as gallery:
-                gallery.enroll(name, made[0][None])
+                gallery.enroll(name, emb[None])
                 pipeline.matcher = Matcher(gallery)
-                scored += [score(pipeline, seq, name) for seq in made[1]]
-    res = {"people": len(todo) - len(skipped), "skipped": skipped, "sequences": len(scored),
+                yield name, photo, face.mesh.astype(np.float64)
+
+
+def run_attacks(root, bundle, people: int | None = 40, threads: int = 2, seed: int = 0, portraits: bool = True,
+                per_person: dict | None = None, progress: bool = False) -> tuple[dict, list]:
+    """Every person's sequences scored (convert/bench/attacks.py): (figures, the scored sequences)."""
+    from edge.vision.liveness import LivenessCheck, LivenessOptions
+
+    skipped: list[str] = []
+    people_iter = enrolled(root, bundle, people, threads, seed, portraits, "attack sequences", progress, skipped)
+    pipeline, threshold = next(people_iter)
+    rng = np.random.default_rng(seed)
+    scored, n_people = [], 0
+    for name, photo, mesh in people_iter:
+        scored += [score(pipeline, seq, name) for seq in sequences(photo, mesh, rng, per_person)]
+        n_people += 1
+    res = {"people": n_people, "skipped": skipped, "sequences": len(scored),
            "threshold": threshold, "placed": sum(s.placed for s in scored) / max(1, sum(s.frames for s in scored)),
            "kinds": summarise(scored, threshold), "bundle": str(bundle), "source": str(root)}
     check = LivenessCheck(LivenessOptions(enabled=True))
@@ -150,43 +158,17 @@ def run_challenge(root, bundle, people: int | None, threads: int, seed: int, por
     """The challenge section (convert/bench/challenge.py): owners answering and blind video replays played
     frame by frame against the lock, and the attack traces of `scored` re-decided with the challenge."""
     import random
-    import tempfile
 
     from convert.bench.challenge import played, summarise_played
-    from convert.bench.door import door_people
-    from convert.bench.util import bar
-    from convert.demo_faces import load_portraits
-    from edge.errors import NoFaceError
-    from edge.identity.gallery import Gallery
-    from edge.identity.match import Matcher
-    from edge.images import read_image_rgb
-    from edge.models.bundle import load_bundle
-    from edge.vision.build import bundle_stages
     from edge.vision.challenge import ChallengeJudge, ChallengeOptions
     from edge.vision.liveness import LivenessCheck, LivenessOptions
 
-    b = load_bundle(bundle)
-    threshold = b.threshold.cosine
-    pipeline = bundle_stages(b, num_threads=threads, use_edgetpu=False).pipeline(
-        liveness=LivenessCheck(LivenessOptions(enabled=True)))
-    todo = [(name, image, image) for name, image in (load_portraits().items() if portraits else ())]
-    todo += [(p.name, p.enrol, p.probe) for p in (door_people(Path(root), people, seed) if people else [])]
+    people_iter = enrolled(root, bundle, people, threads, seed, portraits, "challenge attempts", progress)
+    pipeline, threshold = next(people_iter)
     rng = np.random.default_rng(seed + 1)
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, enrol, photo) in enumerate(bar(todo, "challenge attempts", progress)):
-            enrol, photo = (read_image_rgb(x) if isinstance(x, Path) else x for x in (enrol, photo))
-            try:
-                emb = pipeline.embed_image(enrol)
-            except NoFaceError:
-                continue
-            face = pipeline.subject(photo).face
-            if face is None or face.mesh is None:
-                continue
-            with Gallery(Path(tmp) / f"{i}.db") as gallery:
-                gallery.enroll(name, emb[None])
-                pipeline.matcher = Matcher(gallery)
-                results += played(pipeline, photo, face.mesh.astype(np.float64), name, threshold, rng, per_person)
+    for name, photo, mesh in people_iter:
+        results += played(pipeline, photo, mesh, name, threshold, rng, per_person)
     res = {"kinds": summarise_played(results), "attacks": {}}
     for passive in (False, True):
         for kind in ATTACKS:
