@@ -163,9 +163,18 @@ class ChallengeJudge:
         self.asked: Challenge | None = None  # this attempt's challenge, once issued
         self._issued_at = 0.0  # the frame time it was issued at
         self._reference: LivenessSample | None = None  # the sample of the frame it was issued on
+        # each frame's move from its run's first frame, computed once (the judge sees the run on every frame)
+        self._moves: dict[int, tuple[LivenessSample, LivenessSample, Move]] = {}
 
     def new_attempt(self) -> None:
         self.asked, self._issued_at, self._reference = None, 0.0, None
+        self._moves.clear()
+
+    def _move(self, ref: LivenessSample, now: LivenessSample) -> Move:
+        hit = self._moves.get(id(now))
+        if hit is None or hit[0] is not ref or hit[1] is not now:
+            hit = self._moves[id(now)] = (ref, now, move(ref, now, self.options.mirrored))
+        return hit[2]
 
     def sample(self, face):
         return self._runs.sample(face)
@@ -217,7 +226,7 @@ class ChallengeJudge:
         figures = {"largest": 0.0, "blinks": 0.0}
         first = None
         for i, s in enumerate(run[1:], start=1):
-            m = move(run[0], s, o.mirrored)
+            m = self._move(run[0], s)
             figures["largest"] = max(figures["largest"], round(m.size, 4))
             if m.size >= o.move_parallax:
                 if self.asked is not None and self.asked.action == "blink_twice" \
