@@ -66,3 +66,10 @@ def to_tflite_int8(model, representative_chips: np.ndarray, minimum: int = MIN_R
         return converter.convert()
     except Exception as exc:  # the converter raises assorted internal error types
         raise ConvertError(f"int8 conversion failed: {type(exc).__name__}: {exc}") from exc
+
+
+def tensor_io(detail: dict) -> dict:
+    """A TFLite tensor as the manifest describes it: {size (without the batch), dtype, scale, zero_point}."""
+    scale, zero = detail["quantization"]
+    return {"size": [int(d) for d in detail["shape"][1:]], "dtype": np.dtype(detail["dtype"]).name,
+            "scale": float(scale), "zero_point": int(zero)}

@@ -9,6 +9,7 @@ Steps (each printed as it runs; the fine-tune resumes from its checkpoint in the
  3. full-integer int8 conversion calibrated on >= 300 aligned chips;
  4. validate float / pruned / int8 on a labelled pair list, choose the operating threshold on training
     people, plot ROC curves;
+    (with --antispoof: the user's anti-spoofing CNN, int8 too, its cost measured: convert.antispoof);
  5. check Edge TPU readiness (and compile when edgetpu_compiler exists);
  6. write the bundle folder and its .tar.gz.
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convert.antispoof import AntiSpoofSource
 from convert.errors import DataError
 from convert.model_card import CardOptions
 
@@ -50,6 +52,7 @@ class ConvertOptions:
     qat_epochs: int = 1
     quick: bool = False
     card: CardOptions = field(default_factory=CardOptions)  # the model's input size, channels, normalisation, template
+    antispoof: AntiSpoofSource | None = None  # the user's anti-spoofing CNN, into the bundle beside the embedder
 
     def quickened(self) -> ConvertOptions:
         """Small everything: for the demo and the tests (minutes, not an hour)."""
@@ -69,8 +72,6 @@ def _embed(embedder, chips: np.ndarray, desc: str) -> np.ndarray:
     for i in bar(range(0, len(chips), step), desc=desc, unit="batch", leave=False):
         out.append(embedder.embed(chips[i:i + step]))
     return np.concatenate(out)
-
-
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Compressed:
 
 
 def run_convert(opts: ConvertOptions) -> dict:
+    from convert.antispoof import load_antispoof
     from convert.model_card import load_source
     from edge.models.store import DETECTOR_FULL_RANGE, model_path
     from edge.vision.align import FaceAligner
@@ -105,6 +107,8 @@ def run_convert(opts: ConvertOptions) -> dict:
     started = time.time()
     # First, so that a model that does not take the chips the card says is refused before any work.
     source, card, template = load_source(opts.model, opts.card)
+    if opts.antispoof is not None:  # the same: an anti-spoofing model its options do not fit is refused now
+        load_antispoof(opts.antispoof)
     _say(f"model card: {card.chip_size}x{card.chip_size} {card.channels}, normalisation "
          f"{card.normalization.describe()}, template {card.template}, {card.embedding_dim}-d")
     opts.workdir.mkdir(parents=True, exist_ok=True)
@@ -121,9 +125,10 @@ def run_convert(opts: ConvertOptions) -> dict:
     models = compress(opts, train, source, card)  # 2.
     int8_path = quantize_int8(opts, models.int8_source, train)  # 3.
     int8, report, threshold = validate_models(opts, models, int8_path, train, held_out)  # 4.
+    spoof = antispoof_step(opts, faces, report)
     compiled = edgetpu_step(int8_path, opts.workdir, report)  # 5.
     copy_bundle_files(opts, detector_file, int8_path, compiled)  # 6.
-    manifest = bundle_manifest(opts, models, int8, aligner, threshold, report, compiled is not None, started)
+    manifest = bundle_manifest(opts, models, int8, aligner, threshold, report, compiled is not None, started, spoof)
     archive = seal_bundle(opts.out, manifest)
     (opts.workdir / "report.json").write_text(json.dumps(report, indent=2))
     _say(f"bundle written to {opts.out} and {archive} in {time.time() - started:.0f} s")
@@ -254,6 +259,20 @@ def verify_pairs(opts: ConvertOptions, models: Compressed, int8, held_out: HeldO
     return out
 
 
+def antispoof_step(opts: ConvertOptions, faces, report: dict) -> dict | None:
+    """4b. The anti-spoofing CNN, int8, calibrated and measured on training photos (convert.antispoof): its
+    manifest entry; the model is the work folder's antispoof.tflite."""
+    if opts.antispoof is None:
+        return None
+    from convert.antispoof import convert_antispoof
+    from convert.datasets import list_images
+
+    _say(f"anti-spoofing CNN {opts.antispoof.model}: int8, calibrated on training faces")
+    path, entry, report["antispoof"] = convert_antispoof(opts.antispoof, list_images(opts.data, split="train"),
+                                                         opts.data, faces, opts.workdir, opts.threads)
+    return {"file": path.name, **entry}
+
+
 def edgetpu_step(int8_path: Path, workdir: Path, report: dict) -> Path | None:
     """5. Edge TPU readiness into `report["edgetpu"]`; the compiled model when edgetpu_compiler exists."""
     from convert.compress.edgetpu import check_edgetpu, compile_edgetpu
@@ -275,6 +294,8 @@ def copy_bundle_files(opts: ConvertOptions, detector_file: Path, int8_path: Path
     shutil.copy2(landmark_file(), out / "landmarks.tflite")
     shutil.copy2(near_detector_file(), out / "near_detector.tflite")
     shutil.copy2(int8_path, out / "embedder.tflite")
+    if opts.antispoof is not None:  # 4b's int8 model
+        shutil.copy2(opts.workdir / "antispoof.tflite", out / "antispoof.tflite")
     if compiled:
         shutil.copy2(compiled, out / "embedder_edgetpu.tflite")
     if (opts.workdir / "roc.png").exists():
@@ -282,21 +303,22 @@ def copy_bundle_files(opts: ConvertOptions, detector_file: Path, int8_path: Path
 
 
 def bundle_manifest(opts: ConvertOptions, models: Compressed, int8, aligner, threshold: dict, report: dict,
-                    has_edgetpu: bool, started: float) -> dict:
+                    has_edgetpu: bool, started: float, antispoof: dict | None = None) -> dict:
     """The bundle's manifest (its structure: edge.models.bundle.build_manifest)."""
+    from convert.compress import quantize
     from edge.models.bundle import build_manifest
     from edge.vision.detect import FULL_RANGE
 
     return build_manifest(
         embedder_file="embedder.tflite",
         edgetpu_file="embedder_edgetpu.tflite" if has_edgetpu else None,
-        embedder_input=_io(int8.interpreter.input_details[0]),
-        embedder_output=_io(int8.interpreter.output_details[0]),
+        embedder_input=quantize.tensor_io(int8.interpreter.input_details[0]),
+        embedder_output=quantize.tensor_io(int8.interpreter.output_details[0]),
         space=models.card.space, normalization=models.card.bundled_input(), card=models.card,
         detector_file="detector.tflite", template=aligner.template.to_dict(),
         threshold=threshold, metrics=report, provenance=_provenance(opts, started),
         detector_kind=FULL_RANGE.kind, detector_input_size=(FULL_RANGE.input_size, FULL_RANGE.input_size),
-        landmarks_file="landmarks.tflite", near_detector_file="near_detector.tflite",
+        landmarks_file="landmarks.tflite", near_detector_file="near_detector.tflite", antispoof=antispoof,
     )
 
 
@@ -317,7 +339,7 @@ def near_detector_file() -> Path:
 def _provenance(opts: ConvertOptions, started: float) -> dict:
     return {
         "source_model": str(opts.model), "data": str(opts.data), "pairs": str(opts.pairs) if opts.pairs else None,
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
+        "options": json.loads(json.dumps(asdict(opts), default=str)),  # paths, nested ones too, as text
         "versions": _versions(), "host": platform.platform(), "seconds": round(time.time() - started, 1),
     }
 
@@ -343,12 +365,6 @@ def _first_pairs(pairs, n: int):
     remap = {old: new for new, old in enumerate(used)}
     return PairList(np.array([remap[i] for i in pairs.a[idx]]), np.array([remap[i] for i in pairs.b[idx]]),
                     pairs.same[idx], tuple(pairs.files[i] for i in used))
-
-
-def _io(detail: dict) -> dict:
-    scale, zero = detail["quantization"]
-    return {"size": [int(d) for d in detail["shape"][1:]], "dtype": np.dtype(detail["dtype"]).name,
-            "scale": float(scale), "zero_point": int(zero)}
 
 
 def _sizes(float_path: Path, int8_path: Path) -> dict:

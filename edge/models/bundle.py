@@ -12,6 +12,8 @@ manifest.json (schema "facelock.bundle/1"):
     detector {file, kind, input_size},
     landmarks {file, kind, input_size},         # optional: the face-landmark model (bundles since it came)
     near_detector {file, kind, input_size},     # optional: short-range BlazeFace, tried before `detector`
+    antispoof {file, card {...}, input {...}, output {...}},  # optional: a passive anti-spoofing CNN (int8),
+                                                # its card edge.models.card.AntiSpoofCard
     alignment {chip_size, template},           # the template the chips were calibrated with
     threshold {cosine, target_far, chosen_on},  # operating point and the data that justified it
     metrics {...}, provenance {...}
@@ -38,7 +40,7 @@ from typing import Any, Self
 
 from edge.errors import BundleError
 from edge.files import sha256_file
-from edge.models.card import EmbedderCard, card_of_manifest
+from edge.models.card import AntiSpoofCard, EmbedderCard, card_of_manifest
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,17 @@ class Bundle:
         return self.file(entry["file"]) if entry.get("file") else None
 
     @property
+    def antispoof(self) -> tuple[Path, AntiSpoofCard] | None:
+        """The anti-spoofing CNN's file and card, or None when the bundle carries none."""
+        entry = self.manifest.get("antispoof")
+        if not entry:
+            return None
+        where = f"{self.path / MANIFEST} antispoof"
+        if not isinstance(entry, Mapping) or not entry.get("file"):
+            raise BundleError(f"{where}: expected {{file, card, ...}}, got {entry!r}")
+        return self.file(entry["file"]), AntiSpoofCard.from_dict(entry.get("card"), f"{where}.card")
+
+    @property
     def card(self) -> EmbedderCard:
         """The embedder's model card: chip size, channels, normalisation, dim, template (DEFAULT_CARD, dlib's
         port, for a bundle made before cards)."""
@@ -148,6 +161,7 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
     try:
         manifest = _read_manifest(path)
         _check_files(path, manifest, verify)
+        _ = Bundle(path=path, manifest=manifest).antispoof  # a bad anti-spoofing card: refused here, named
     except BaseException:
         if owned is not None:
             _remove_owned(owned)
@@ -314,7 +328,8 @@ def build_manifest(*, embedder_file: str, embedder_input: Mapping[str, Any], emb
                    edgetpu_file: str | None = None, detector_kind: str = "blazeface_short_range",
                    detector_input_size: tuple[int, int] = (128, 128), chip_size: int = 150,
                    landmarks_file: str | None = None, card: EmbedderCard | None = None,
-                   near_detector_file: str | None = None, created: datetime | None = None) -> dict[str, Any]:
+                   near_detector_file: str | None = None, antispoof: Mapping[str, Any] | None = None,
+                   created: datetime | None = None) -> dict[str, Any]:
     """The manifest of a bundle, as `write_manifest` writes it (which adds `schema` and `files`).
 
     embedder_input / embedder_output: the int8 tensors, {size (without the batch), dtype, scale, zero_point};
@@ -324,7 +339,8 @@ def build_manifest(*, embedder_file: str, embedder_input: Mapping[str, Any], emb
     chosen_on} and, when known, train_far / train_frr. `metrics` and `provenance` are kept as given.
     `landmarks_file`: MediaPipe's face-landmark model, when the template is a landmark one. `card`: the
     embedder's model card (its input size is then the chip size). `near_detector_file`: the short-range
-    BlazeFace the board tries before `detector_file`.
+    BlazeFace the board tries before `detector_file`. `antispoof`: the anti-spoofing CNN's entry,
+    {file, card (AntiSpoofCard.to_dict), input, output} (the int8 tensors, as for the embedder).
     """
     chip_size = card.chip_size if card is not None else chip_size
     created = created or datetime.now(UTC)
@@ -345,6 +361,7 @@ def build_manifest(*, embedder_file: str, embedder_input: Mapping[str, Any], emb
         },
         "detector": {"file": detector_file, "kind": detector_kind, "input_size": list(detector_input_size)},
         **landmarks,
+        **({"antispoof": dict(antispoof)} if antispoof else {}),
         "alignment": {"chip_size": chip_size, "template": dict(template)},
         "threshold": {k: threshold[k] for k in ("cosine", "target_far", "chosen_on", "train_far", "train_frr")
                       if k in threshold or k in ("cosine", "target_far", "chosen_on")},

@@ -17,7 +17,8 @@ normalisation is assumed in code.
                                   `alignment.template`),
           space "space:<model>@<hash>"}
 
-A bundle without a card (made before cards existed) is dlib's ResNet port: `DEFAULT_CARD`.
+A bundle without a card (made before cards existed) is dlib's ResNet port: `DEFAULT_CARD`. The optional
+anti-spoofing CNN has a card of its own, `AntiSpoofCard` (the manifest's `antispoof.card`).
 """
 
 from __future__ import annotations
@@ -165,3 +166,106 @@ def card_of_manifest(manifest: Mapping[str, Any], source: str) -> EmbedderCard:
     if data is None:
         return DEFAULT_CARD.with_space(str(embedder.get("space", "")))
     return EmbedderCard.from_dict(data, f"{source} embedder.card")
+
+
+# --- the anti-spoofing CNN's card ------------------------------------------------------------------------------
+
+ANTISPOOF_SCHEMA = "facelock.antispoof/1"
+ANTISPOOF_OUTPUTS = ("probabilities", "logits")
+
+
+@dataclass(frozen=True)
+class AntiSpoofCard:
+    """What a passive anti-spoofing CNN (bring your own Keras model; `facelock convert --antispoof`) takes and
+    gives, written into the bundle manifest (`antispoof.card`) and read by the board:
+
+        antispoof.card {schema "facelock.antispoof/1",
+            name          the source model (file stem), source_sha256 its file's sha256, licence as given,
+            input_size [h, w]   the square crop the model takes; the bundled int8 model takes RGB pixels
+                                0..255 of it (channel order and normalisation: a fixed layer in front),
+            channels, normalization   what the source model expects (as the embedder's card),
+            crop_scale    the crop's side over the detector box's longer side, centred on the box (most
+                          anti-spoofing models want context around the face: a screen's bezel, a print's
+                          edge; e.g. 2.7 for MiniFASNet-style models),
+            classes K, live_class i   the output is (1, K); the live (bona fide) score is class i
+                          (K = 1: the one unit is the live score),
+            output "probabilities" | "logits"   logits: the board applies softmax (K > 1) or the sigmoid,
+            threshold     a frame is live when its live score is at least this}"""
+
+    name: str
+    input_size: tuple[int, int]
+    crop_scale: float
+    classes: int
+    live_class: int
+    threshold: float
+    output: str = "probabilities"
+    channels: str = "RGB"
+    normalization: Normalization = field(default_factory=Normalization)
+    licence: str = "unknown"
+    source_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        problem = antispoof_problem(self)
+        if problem:
+            raise ModelError(f"anti-spoofing card: {problem}")
+
+    @property
+    def crop_size(self) -> int:
+        return self.input_size[0]
+
+    @property
+    def needs_preprocessing(self) -> bool:
+        """True when the source model wants more than RGB pixels 0..255 (`convert` puts a layer in front)."""
+        return self.channels != "RGB" or not self.normalization.identity
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": ANTISPOOF_SCHEMA, "name": self.name, "input_size": list(self.input_size),
+                "crop_scale": self.crop_scale, "classes": self.classes, "live_class": self.live_class,
+                "output": self.output, "threshold": self.threshold, "channels": self.channels,
+                "normalization": self.normalization.to_dict(), "licence": self.licence,
+                "source_sha256": self.source_sha256}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "anti-spoofing card") -> AntiSpoofCard:
+        if not isinstance(data, Mapping) or data.get("schema") != ANTISPOOF_SCHEMA:
+            got = data.get("schema") if isinstance(data, Mapping) else type(data).__name__
+            raise BundleError(f"{source}: schema {got!r} is not supported (this facelock reads {ANTISPOOF_SCHEMA!r})")
+        try:
+            h, w = (int(v) for v in data["input_size"])
+            norm = data.get("normalization") or {}
+            return cls(name=str(data["name"]), input_size=(h, w), crop_scale=float(data["crop_scale"]),
+                       classes=int(data["classes"]), live_class=int(data["live_class"]),
+                       threshold=float(data["threshold"]), output=str(data.get("output", "probabilities")),
+                       channels=str(data.get("channels", "RGB")).upper(),
+                       normalization=Normalization(_three(norm.get("mean", (0.0,) * 3)),
+                                                   _three(norm.get("std", (1.0,) * 3))),
+                       licence=str(data.get("licence", "unknown")), source_sha256=str(data.get("source_sha256", "")))
+        except ModelError as exc:
+            raise BundleError(f"{source}: {str(exc).removeprefix('anti-spoofing card: ')}") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{source}: malformed anti-spoofing card ({type(exc).__name__}: {exc})") from exc
+
+
+def antispoof_problem(card: AntiSpoofCard) -> str | None:
+    """What is wrong with an anti-spoofing card, or None."""
+    import math
+
+    h, w = card.input_size
+    if h != w or not MIN_CHIP <= h <= MAX_CHIP:
+        return f"input_size {h}x{w}: expected a square of {MIN_CHIP}..{MAX_CHIP} pixels"
+    if not (math.isfinite(card.crop_scale) and 0.5 <= card.crop_scale <= 5.0):
+        return f"crop_scale {card.crop_scale}: expected 0.5-5 (the crop's side over the face box's)"
+    if not 1 <= card.classes <= 16:
+        return f"classes {card.classes}: expected 1-16 outputs"
+    if not 0 <= card.live_class < card.classes:
+        return f"live_class {card.live_class}: expected 0..{card.classes - 1} (the model has {card.classes} outputs)"
+    if card.output not in ANTISPOOF_OUTPUTS:
+        return f"output {card.output!r}, expected one of {ANTISPOOF_OUTPUTS}"
+    if not (math.isfinite(card.threshold) and 0.0 < card.threshold < 1.0):
+        return f"threshold {card.threshold}: expected a live score in (0, 1)"
+    if card.channels not in CHANNEL_ORDERS:
+        return f"channels {card.channels!r}, expected one of {CHANNEL_ORDERS}"
+    norm = card.normalization
+    if not all(math.isfinite(v) for v in (*norm.mean, *norm.std)) or any(s <= 0 for s in norm.std):
+        return f"normalization mean must be finite and std > 0, got {norm.to_dict()}"
+    return None

@@ -111,7 +111,11 @@ class Service:
         self.matcher = Matcher(self.gallery, c.match, space=getattr(embedder, "space", ""))
         landmarker = getattr(stages, "landmarker", None)
         # samples per frame, judged by the decider: the passive checks, the challenge, or both
-        liveness = liveness_judge(c.liveness, c.challenge, landmarker)
+        antispoof = getattr(stages, "antispoof", None)
+        if c.antispoof.enabled and c.is_set("antispoof", "enabled") and antispoof is None:
+            log.warning("service: [antispoof] enabled, but the model %s carries no anti-spoofing CNN "
+                        "(facelock convert --antispoof): that layer is absent", c.model.path or "(default)")
+        liveness = liveness_judge(c.liveness, c.challenge, landmarker, antispoof, c.antispoof)
         decide = self._decide_options(bundle)
         self.pipeline = FacePipeline(detector, aligner, embedder, QualityGate(c.quality), self.matcher,
                                      landmarker=landmarker, near_detector=getattr(stages, "near_detector", None),

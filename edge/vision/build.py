@@ -7,7 +7,8 @@ first and full range for faces it misses, the fetched face-landmark model and th
 cannot know them itself).
 
 A bundle made before the landmark model (no `landmarks` entry, a keypoint template) still runs as it was
-built: its own detector, its keypoint template, no landmark stage.
+built: its own detector, its keypoint template, no landmark stage. A bundle with an anti-spoofing CNN
+(`antispoof` entry) brings that model too (`Stages.antispoof`; `liveness_judge` makes it a layer).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from edge.errors import ConfigError, ModelError
 from edge.models.bundle import Bundle, load_bundle
 from edge.models.store import DETECTOR, DETECTOR_FULL_RANGE, LANDMARKS, default_model, model_path
 from edge.vision.align import FaceAligner
+from edge.vision.antispoof import AntiSpoofLayer, AntiSpoofModel, AntiSpoofOptions
 from edge.vision.challenge import ChallengeJudge, ChallengeOptions
 from edge.vision.detect import UNCONFIRMED_MIN_SCORE, BlazeFaceDetector, DetectorOptions
 from edge.vision.embed import Embedder, TFLiteEmbedder
 from edge.vision.landmarks import FaceLandmarker, LandmarkOptions
+from edge.vision.layered import LayeredLiveness
 from edge.vision.liveness import LivenessCheck, LivenessOptions
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ class Stages:
     embedder: Embedder
     landmarker: FaceLandmarker | None = None
     near_detector: BlazeFaceDetector | None = None  # short range, tried first (FacePipeline.subject)
+    antispoof: AntiSpoofModel | None = None  # the bundle's anti-spoofing CNN, when it carries one
 
     def __iter__(self):
         return iter((self.detector, self.aligner, self.embedder))
@@ -80,16 +84,23 @@ def _needs_landmarks(section: str, landmarker: FaceLandmarker | None) -> None:
 
 
 def liveness_judge(liveness: LivenessOptions | None, challenge: ChallengeOptions | None,
-                   landmarker: FaceLandmarker | None) -> LivenessCheck | ChallengeJudge | None:
-    """The liveness stage and judge for `[liveness]` and `[challenge]` (None when both are off): the
-    passive checks alone, or the challenge (after the passive checks, when those are on too). Both read the
-    landmark model's mesh: ConfigError without one."""
+                   landmarker: FaceLandmarker | None, antispoof: AntiSpoofModel | None = None,
+                   antispoof_options: AntiSpoofOptions | None = None):
+    """The liveness stage and judge for `[liveness]`, `[challenge]` and `[antispoof]` (None when all are
+    off): the passive checks alone, or the challenge (after the passive checks, when those are on too),
+    and with the bundle's anti-spoofing CNN (`antispoof`, when `[antispoof]` is on) a layered judge that
+    needs it too (edge.vision.layered). The mesh checks read the landmark model's mesh: ConfigError
+    without one."""
     passive = liveness_stage(liveness, landmarker)
     challenge = challenge or ChallengeOptions()
-    if not challenge.enabled:
-        return passive
-    _needs_landmarks("challenge", landmarker)
-    return ChallengeJudge(challenge, passive)
+    mesh: LivenessCheck | ChallengeJudge | None = passive
+    if challenge.enabled:
+        _needs_landmarks("challenge", landmarker)
+        mesh = ChallengeJudge(challenge, passive)
+    antispoof_options = (antispoof_options or AntiSpoofOptions()).validate()
+    if antispoof is None or not antispoof_options.enabled:
+        return mesh
+    return LayeredLiveness(mesh, [AntiSpoofLayer(antispoof, antispoof_options)])
 
 
 def detector(path: str | os.PathLike | None = None, options: DetectorOptions | None = None,
@@ -128,12 +139,14 @@ def bundle_stages(bundle: Bundle, num_threads: int = 2, detector_options: Detect
         options = detector_options or DetectorOptions()
         detector_options = replace(options, score_threshold=max(options.score_threshold, UNCONFIRMED_MIN_SCORE))
     near = bundle.near_detector_file
+    spoof = bundle.antispoof
     # The model card sets the chip size (150 for dlib's port, e.g. 112 for an ArcFace-style model).
     return Stages(detector(bundle.detector_file, detector_options, num_threads),
                   FaceAligner.from_template(bundle.alignment_template, landmarker=found,
                                             chip_size=bundle.card.chip_size),
                   bundle_embedder(bundle, num_threads, use_edgetpu), found,
-                  detector(near, detector_options, num_threads) if near is not None and found else None)
+                  detector(near, detector_options, num_threads) if near is not None and found else None,
+                  AntiSpoofModel(spoof[0], spoof[1], num_threads) if spoof is not None else None)
 
 
 def load_embedder(model: str | os.PathLike, num_threads: int = 2) -> Embedder:

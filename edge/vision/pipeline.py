@@ -46,7 +46,7 @@ class LandmarkerLike(Protocol):
 
 
 class LivenessLike(Protocol):
-    def sample(self, face: Face | None) -> Any: ...
+    def sample(self, face: Face | None, frame: np.ndarray | None = None) -> Any: ...
 
 
 class EmbedderLike(Protocol):
@@ -178,7 +178,7 @@ class FacePipeline:
         sample = None
         if self.liveness is not None:
             t = time.monotonic()
-            sample = self.liveness.sample(face)
+            sample = self.liveness.sample(face, frame)
             extra["liveness"] = _ms(t)
         t = time.monotonic()
         aligned = self.aligner.align(frame, face)

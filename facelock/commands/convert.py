@@ -18,6 +18,8 @@ examples:
   facelock convert --model my_embedder.keras --data photos/ --pairs pairs.csv --sparsity 0.3
   facelock convert --model arcface.keras --input-size 112 --channels rgb --normalize "mean=127.5,std=128" \\
                    --template arcface112              # bring your own model (docs/conversion.md)
+  facelock convert --antispoof my_antispoof.keras --antispoof-crop 2.7 --antispoof-live-class 1 \\
+                   --antispoof-licence "Apache-2.0"  # and your anti-spoofing CNN (docs/liveness.md)
 
 Bring your own model: the four "model input" options describe what the Keras model wants; they go into the
 bundle's model card, and the board cuts chips of that size with that template. The model must take
@@ -25,6 +27,10 @@ bundle's model card, and the board cuts chips of that size with that template. T
 order and normalisation become a fixed layer in front of the model, so the int8 model still takes RGB
 pixels 0..255 exactly (scale 1, zero point -128). Defaults: the model's own input size, rgb, none, and the
 preset made for that size (dlib150 for 150, arcface112 for 112, facenet160 for 160).
+
+Bring your anti-spoofing CNN: it takes a square crop around the face (--antispoof-crop: its side over the
+detector box's) and gives (batch, K) scores; the live class, its threshold, licence and the source's sha256
+go into the bundle beside its int8 model, and the report says what int8 cost it. facelock ships none.
 
 Data: any folder of face photos, one sub-folder per person. With an LFW-style split.csv next to them only
 the `train` people are used for fine-tuning, calibration and the threshold; the pair list (file_a,file_b,same
@@ -72,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
     pairs = Path(args.pairs) if args.pairs else default_pairs
     if args.no_pairs:
         pairs = None
+    spoof = None
+    if args.antispoof:
+        from convert.antispoof import AntiSpoofSource
+
+        spoof = AntiSpoofSource(Path(args.antispoof), args.antispoof_crop, args.antispoof_live_class,
+                                args.antispoof_output, args.antispoof_channels.upper(), args.antispoof_normalize,
+                                args.antispoof_threshold, args.antispoof_licence)
     opts = ConvertOptions(
         model=Path(args.model) if args.model else default_model(), data=data, pairs=pairs,
         folds=_folds(args.folds), out=Path(args.out), workdir=workdir,
@@ -79,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         calibration=args.calibration, target_far=args.target_far, max_pairs=args.max_pairs, threads=args.threads,
         qat=args.qat, card=CardOptions(input_size=args.input_size, channels=args.channels,
                                        normalize=args.normalize, template=args.template),
+        antispoof=spoof,
     )
     if args.quick:
         opts = opts.quickened()
@@ -109,6 +123,13 @@ def format_report(report: dict) -> str:
                          f"{100 * m['tar_at_far_1e2']:8.2f}% {100 * m['tar_at_far_1e3']:8.2f}% {100 * m['eer']:5.2f}%")
         for name, a in report["agreement_vs_float"].items():
             lines.append(f"{name} vs float cosine: median {a['median_cosine']:.5f}, 1st percentile {a['p1_cosine']:.5f}")
+    if "antispoof" in report:
+        a = report["antispoof"]
+        lines.append(f"anti-spoofing CNN {a['name']} ({a['licence']}), threshold {a['threshold']:g}: bona fide "
+                     f"frames taken for attacks float {100 * a['bona_fide_as_attack_float']:.1f}%, int8 "
+                     f"{100 * a['bona_fide_as_attack_int8']:.1f}% of {a['bona_fide_frames']}; decisions agree "
+                     f"{100 * a['decision_agreement']:.1f}%, live score |float - int8| mean "
+                     f"{a['live_score_abs_diff']['mean']:.4f}, max {a['live_score_abs_diff']['max']:.4f}")
     e = report["edgetpu"]
     lines.append(f"Edge TPU: {'ready' if e['ready'] else 'NOT ready'}; ops {e['ops']}; "
                  f"{'compiled' if e['compiled'] else e['log'].splitlines()[0] if e['log'] else ''}")
@@ -145,6 +166,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     card.add_argument("--template", metavar="NAME|FILE",
                       help="alignment template: dlib150, arcface112 or facenet160 (scaled to --input-size), or "
                            "a template JSON for that size (default: the preset made for the input size)")
+    spoof = p.add_argument_group("anti-spoofing CNN (optional; written into the bundle with its own card)")
+    spoof.add_argument("--antispoof", metavar="MODEL.keras", help="a tf_keras anti-spoofing model to bundle, int8")
+    spoof.add_argument("--antispoof-crop", type=float, default=1.5, metavar="SCALE",
+                       help="the crop's side over the face box's longer side, centred on it (default 1.5)")
+    spoof.add_argument("--antispoof-live-class", type=int, metavar="I",
+                       help="which of the model's K outputs is the live (bona fide) class (needed when K > 1)")
+    spoof.add_argument("--antispoof-output", choices=("probabilities", "logits"), default="probabilities",
+                       help="logits: the board applies softmax (K > 1) or the sigmoid (default probabilities)")
+    spoof.add_argument("--antispoof-channels", type=str.lower, choices=("rgb", "bgr"), default="rgb",
+                       help="channel order the model expects (default rgb)")
+    spoof.add_argument("--antispoof-normalize", default="none", metavar="SPEC", help="as --normalize (default none)")
+    spoof.add_argument("--antispoof-threshold", type=float, default=0.5, metavar="T",
+                       help="live score a frame needs, in (0, 1) (default 0.5; [antispoof] threshold overrides)")
+    spoof.add_argument("--antispoof-licence", default="unknown", metavar="TEXT",
+                       help="the model's licence, recorded in the bundle (default 'unknown')")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="small and fast (about 2 minutes): 1 epoch over 960 faces, 600 pairs")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
