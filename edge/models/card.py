@@ -85,8 +85,20 @@ def card_problem(card: EmbedderCard) -> str | None:
     return None
 
 
+class TakesPixels:
+    """A card of a model whose source wants `channels` and `normalization` (convert.model_card.pixel_model)."""
+
+    channels: str
+    normalization: Normalization
+
+    @property
+    def needs_preprocessing(self) -> bool:
+        """True when the source model wants more than RGB pixels 0..255: `convert` then puts a layer in front."""
+        return self.channels != "RGB" or not self.normalization.identity
+
+
 @dataclass(frozen=True)
-class EmbedderCard:
+class EmbedderCard(TakesPixels):
     """What chips an embedder takes and what it gives (see the module docstring for each field). A card
     that `card_problem` finds fault with cannot be made."""
 
@@ -107,11 +119,6 @@ class EmbedderCard:
     def chip_size(self) -> int:
         """The side of the square chip the aligner cuts."""
         return self.input_size[0]
-
-    @property
-    def needs_preprocessing(self) -> bool:
-        """True when the source model wants more than RGB pixels 0..255: `convert` then puts a layer in front."""
-        return self.channels != "RGB" or not self.normalization.identity
 
     def bundled_input(self) -> str:
         """What the bundled model's input tensor means (the manifest's `embedder.input.normalization`)."""
@@ -175,7 +182,7 @@ ANTISPOOF_OUTPUTS = ("probabilities", "logits")
 
 
 @dataclass(frozen=True)
-class AntiSpoofCard:
+class AntiSpoofCard(TakesPixels):
     """What a passive anti-spoofing CNN (bring your own Keras model; `facelock convert --antispoof`) takes and
     gives, written into the bundle manifest (`antispoof.card`) and read by the board:
 
@@ -212,11 +219,6 @@ class AntiSpoofCard:
     @property
     def crop_size(self) -> int:
         return self.input_size[0]
-
-    @property
-    def needs_preprocessing(self) -> bool:
-        """True when the source model wants more than RGB pixels 0..255 (`convert` puts a layer in front)."""
-        return self.channels != "RGB" or not self.normalization.identity
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": ANTISPOOF_SCHEMA, "name": self.name, "input_size": list(self.input_size),

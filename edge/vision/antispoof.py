@@ -23,6 +23,7 @@ from edge.models.card import AntiSpoofCard
 from edge.options import MAX_COUNT, check
 from edge.types import Face, LivenessState, LivenessVerdict
 from edge.vision.geometry import warp_chip
+from edge.vision.interpreter import dequantize_output, quantize_input
 
 
 @dataclass(frozen=True)
@@ -94,22 +95,10 @@ class AntiSpoofModel:
         self._in, self._out = ins[0], outs[0]
         self.name = card.name
 
-    def _input(self, crop: np.ndarray) -> np.ndarray:
-        dtype = np.dtype(self._in["dtype"])
-        x = crop.astype(np.float32)[None]
-        if dtype == np.float32:
-            return x
-        scale, zero = self._in["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-
     def raw(self, crop: np.ndarray) -> np.ndarray:
         """The model's dequantized (K,) output for one crop."""
-        (y,) = self.model.run([self._input(crop)])
-        if np.dtype(self._out["dtype"]) != np.float32:
-            scale, zero = self._out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return np.asarray(y, dtype=np.float32)[0]
+        (y,) = self.model.run([quantize_input(self._in, crop[None])])
+        return dequantize_output(self._out, y)[0]
 
     def crop(self, frame: np.ndarray, face: Face) -> np.ndarray:
         return face_crop(frame, face, self.card.crop_scale, self.card.crop_size)

@@ -16,6 +16,7 @@ import numpy as np
 
 from edge.errors import ModelError
 from edge.models.card import EmbedderCard
+from edge.vision.interpreter import dequantize_output, quantize_input
 
 
 class Embedder(Protocol):
@@ -86,25 +87,10 @@ class TFLiteEmbedder:
         self.input_size = (side, side)  # (h, w) of the chips it takes
         self.name = f"tflite:{self.model_path.name}:{np.dtype(self._in['dtype']).name}"
 
-    def _quantize_input(self, chip: np.ndarray) -> np.ndarray:
-        dtype = np.dtype(self._in["dtype"])
-        x = chip.astype(np.float32)[None]
-        if dtype == np.float32:
-            return x
-        scale, zero = self._in["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-
-    def _dequantize_output(self, y: np.ndarray) -> np.ndarray:
-        if np.dtype(self._out["dtype"]) == np.float32:
-            return y.astype(np.float32)
-        scale, zero = self._out["quantization"]
-        return (y.astype(np.float32) - zero) * scale
-
     def embed(self, chips: np.ndarray) -> np.ndarray:
         chips = check_chips(chips, self.input_size)
         out = np.empty((len(chips), self.dim), dtype=np.float32)
         for i, chip in enumerate(chips):
-            (y,) = self.interpreter.run([self._quantize_input(chip)])
-            out[i] = self._dequantize_output(y)[0]
+            (y,) = self.interpreter.run([quantize_input(self._in, chip[None])])
+            out[i] = dequantize_output(self._out, y)[0]
         return l2_normalize(out)

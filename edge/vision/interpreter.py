@@ -60,6 +60,26 @@ class TFLiteModel:
         return f"{self.backend}, delegate {self.delegate or 'none (CPU)'}, {self.num_threads} threads"
 
 
+def quantize_input(detail: dict, x: np.ndarray) -> np.ndarray:
+    """`x` (float pixels, batch included) as the input tensor `detail` takes it: as is for a float model,
+    else rounded with the tensor's own scale and zero point (the facelock models: 1 and -128, exact)."""
+    dtype = np.dtype(detail["dtype"])
+    x = np.asarray(x, dtype=np.float32)
+    if dtype == np.float32:
+        return x
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def dequantize_output(detail: dict, y: np.ndarray) -> np.ndarray:
+    """An output tensor's values as float32 (its scale and zero point for an int8 one)."""
+    if np.dtype(detail["dtype"]) == np.float32:
+        return np.asarray(y, dtype=np.float32)
+    scale, zero = detail["quantization"]
+    return (np.asarray(y).astype(np.float32) - zero) * scale
+
+
 def _backend() -> tuple[str, Any, Any] | None:
     """(name, Interpreter class, load_delegate) of the best backend that imports, or None."""
     for name, module in (("ai_edge_litert", "ai_edge_litert.interpreter"),
