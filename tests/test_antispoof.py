@@ -107,7 +107,7 @@ class MeshSays:
     def __init__(self, state, check="parallax"):
         self.state, self.check, self.seen, self.attempts = state, check, [], 0
 
-    def sample(self, face, frame=None):
+    def sample(self, face, frame=None, ir=None):
         return ("mesh", id(face))
 
     def judge(self, samples, now=0.0):
@@ -131,11 +131,11 @@ def test_every_layer_must_pass_and_an_attack_names_its_layer():
     assert all(isinstance(f, FrameEvidence) and f.scores["antispoof"] > 0.5 for f in frames)
     live = judge.judge(frames, 1.0)
     assert live.state is LivenessState.LIVE and live.check == "parallax"
-    assert "mesh says live" in live.reason and "anti-spoofing CNN scored the face 0.90" in live.reason
+    assert "mesh says live" in live.reason and "anti-spoofing CNN (scripted) scored the face live 0.90" in live.reason
     assert live.figures == {"parallax": 0.05, "antispoof": 0.9}
     assert mesh.seen == [f.mesh for f in frames]  # the mesh checks see their own samples
     gap = judge.judge([*frames[:2], None], 1.0)  # a frame without the face: two scored, need three
-    assert gap.state is LivenessState.UNDECIDED and gap.check == "antispoof" and "2 frames scored" in gap.reason
+    assert gap.state is LivenessState.UNDECIDED and gap.check == "antispoof" and "2 frames scored (the anti-spoofing CNN" in gap.reason
 
     attack = judge.judge(evidence(judge, [90, 10, 20, 30]), 1.0)  # median 0.25: the CNN's attack wins
     assert attack.state is LivenessState.ATTACK and attack.check == "antispoof" and "0.25" in attack.reason

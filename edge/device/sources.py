@@ -80,6 +80,7 @@ class Frame:
     timestamp: float  # time.monotonic() when the frame was obtained
     index: int  # 0, 1, 2 ... in the order yielded
     label: str  # where it came from: file name, device, URL
+    ir: np.ndarray | None = None  # (H, W) uint8: the near-infrared view of the same scene (edge.device.ir)
 
 
 def picamera_to_rgb(array: np.ndarray, fmt: str) -> np.ndarray:

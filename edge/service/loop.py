@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edge.device.indicator import open_indicator
+from edge.device.ir import IrSource
 from edge.device.relay import NoRelay, open_relay
 from edge.device.sources import open_source
 from edge.device.systemd import sd_notify, watchdog_interval
@@ -115,7 +116,7 @@ class Service:
         if c.antispoof.enabled and c.is_set("antispoof", "enabled") and antispoof is None:
             log.warning("service: [antispoof] enabled, but the model %s carries no anti-spoofing CNN "
                         "(facelock convert --antispoof): that layer is absent", c.model.path or "(default)")
-        liveness = liveness_judge(c.liveness, c.challenge, landmarker, antispoof, c.antispoof)
+        liveness = liveness_judge(c.liveness, c.challenge, landmarker, antispoof, c.antispoof, c.ir)
         decide = self._decide_options(bundle)
         self.pipeline = FacePipeline(detector, aligner, embedder, QualityGate(c.quality), self.matcher,
                                      landmarker=landmarker, near_detector=getattr(stages, "near_detector", None),
@@ -168,9 +169,15 @@ class Service:
         return replace(decide, threshold=threshold)
 
     def _open_source(self):
-        if self._source_factory is not None:
-            return self._source_factory(self.config.source)
-        return open_source(self.config.source)
+        c = self.config
+        source = self._source_factory(c.source) if self._source_factory is not None else open_source(c.source)
+        if not c.ir.enabled:
+            return source
+        try:  # each frame gets its near-infrared view (edge.device.ir)
+            return IrSource(source, c.ir, factory_name=c.relay.pin_factory, colour=c.source)
+        except BaseException:
+            source.close()
+            raise
 
     # -- state ------------------------------------------------------------------------------------------------
 
@@ -327,7 +334,7 @@ class Service:
                     or image.shape[2] != 3 or min(image.shape[:2]) < 8:
                 raise ValueError(f"expected an (H, W, 3) uint8 frame, got {getattr(image, 'shape', None)} "
                                  f"{getattr(image, 'dtype', type(image).__name__)}")
-            analysis = self.pipeline.process(image)
+            analysis = self.pipeline.process(image, ir=frame.ir)
         except Exception as exc:  # noqa: BLE001 -- a bad frame never stops the service
             self.stats.bad_frames += 1
             log.warning("service: frame %s skipped: %s: %s", getattr(frame, "label", "?"), type(exc).__name__, exc)

@@ -21,9 +21,10 @@ import numpy as np
 from edge.errors import ModelError
 from edge.models.card import AntiSpoofCard
 from edge.options import MAX_COUNT, check
-from edge.types import Face, LivenessState, LivenessVerdict
+from edge.types import Face, LivenessVerdict
 from edge.vision.geometry import warp_chip
 from edge.vision.interpreter import dequantize_output, quantize_input
+from edge.vision.layered import median_verdict
 
 
 @dataclass(frozen=True)
@@ -117,22 +118,12 @@ class AntiSpoofLayer:
         self.options = (options or AntiSpoofOptions()).validate()
         self.threshold = self.options.threshold or model.card.threshold
 
-    def score(self, frame: np.ndarray, face: Face) -> float:
+    def score(self, frame: np.ndarray, face: Face, ir: np.ndarray | None = None) -> float:
         return self.model.live_score(frame, face)
 
     def verdict(self, scores: Sequence[float]) -> LivenessVerdict:
-        """LIVE or ATTACK on the median of the latest `max_frames` scores; UNDECIDED under `min_frames`."""
+        """The median of the person's latest scores against the threshold (edge.vision.layered)."""
         o = self.options
-        recent = list(scores)[-o.max_frames:]
-        n = len(recent)
-        if n < o.min_frames:
-            return LivenessVerdict(LivenessState.UNDECIDED, self.name,
-                                   f"{n} frames scored by the anti-spoofing CNN, need {o.min_frames}", frames=n)
-        median = float(np.median(recent))
-        figures = {"antispoof": round(median, 4)}
-        if median < self.threshold:
-            return LivenessVerdict(LivenessState.ATTACK, self.name, f"the anti-spoofing CNN ({self.model.name}) "
-                                   f"scored the face {median:.2f} live over {n} frames (< {self.threshold:g})",
-                                   n, figures)
-        return LivenessVerdict(LivenessState.LIVE, self.name, f"the anti-spoofing CNN scored the face {median:.2f} "
-                               f"live over {n} frames (>= {self.threshold:g})", n, figures)
+        return median_verdict(self.name, scores, self.threshold, o.min_frames, o.max_frames,
+                              f"the anti-spoofing CNN ({self.model.name}) scored the face live",
+                              "a print, a screen or a mask, as that model sees it")

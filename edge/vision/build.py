@@ -27,6 +27,7 @@ from edge.vision.antispoof import AntiSpoofLayer, AntiSpoofModel, AntiSpoofOptio
 from edge.vision.challenge import ChallengeJudge, ChallengeOptions
 from edge.vision.detect import UNCONFIRMED_MIN_SCORE, BlazeFaceDetector, DetectorOptions
 from edge.vision.embed import Embedder, TFLiteEmbedder
+from edge.vision.ir import IrLayer
 from edge.vision.landmarks import FaceLandmarker, LandmarkOptions
 from edge.vision.layered import LayeredLiveness
 from edge.vision.liveness import LivenessCheck, LivenessOptions
@@ -85,12 +86,13 @@ def _needs_landmarks(section: str, landmarker: FaceLandmarker | None) -> None:
 
 def liveness_judge(liveness: LivenessOptions | None, challenge: ChallengeOptions | None,
                    landmarker: FaceLandmarker | None, antispoof: AntiSpoofModel | None = None,
-                   antispoof_options: AntiSpoofOptions | None = None):
-    """The liveness stage and judge for `[liveness]`, `[challenge]` and `[antispoof]` (None when all are
-    off): the passive checks alone, or the challenge (after the passive checks, when those are on too),
-    and with the bundle's anti-spoofing CNN (`antispoof`, when `[antispoof]` is on) a layered judge that
-    needs it too (edge.vision.layered). The mesh checks read the landmark model's mesh: ConfigError
-    without one."""
+                   antispoof_options: AntiSpoofOptions | None = None, ir=None):
+    """The liveness stage and judge for `[liveness]`, `[challenge]`, `[antispoof]` and `[ir]` (None when
+    all are off): the passive checks alone, or the challenge (after the passive checks, when those are on
+    too); with the bundle's anti-spoofing CNN (`antispoof`, when `[antispoof]` is on) or the near-infrared
+    check (`ir`: edge.device.ir.IrOptions, when enabled) a layered judge that needs those too
+    (edge.vision.layered). The mesh checks and the IR check use the landmark model: ConfigError without
+    one."""
     passive = liveness_stage(liveness, landmarker)
     challenge = challenge or ChallengeOptions()
     mesh: LivenessCheck | ChallengeJudge | None = passive
@@ -98,9 +100,13 @@ def liveness_judge(liveness: LivenessOptions | None, challenge: ChallengeOptions
         _needs_landmarks("challenge", landmarker)
         mesh = ChallengeJudge(challenge, passive)
     antispoof_options = (antispoof_options or AntiSpoofOptions()).validate()
-    if antispoof is None or not antispoof_options.enabled:
-        return mesh
-    return LayeredLiveness(mesh, [AntiSpoofLayer(antispoof, antispoof_options)])
+    layers: list = []
+    if antispoof is not None and antispoof_options.enabled:
+        layers.append(AntiSpoofLayer(antispoof, antispoof_options))
+    if ir is not None and ir.enabled:
+        _needs_landmarks("ir", landmarker)
+        layers.append(IrLayer(landmarker, ir.min_presence, ir.min_frames, ir.max_frames))
+    return LayeredLiveness(mesh, layers) if layers else mesh
 
 
 def detector(path: str | os.PathLike | None = None, options: DetectorOptions | None = None,

@@ -176,7 +176,7 @@ class ChallengeJudge:
             hit = self._moves[id(now)] = (ref, now, move(ref, now, self.options.mirrored))
         return hit[2]
 
-    def sample(self, face, frame=None):
+    def sample(self, face, frame=None, ir=None):
         return self._runs.sample(face)
 
     def _issue(self, now: float, reference: LivenessSample) -> Challenge:

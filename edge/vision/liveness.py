@@ -262,8 +262,9 @@ class LivenessCheck:
     def __init__(self, options: LivenessOptions | None = None):
         self.options = (options or LivenessOptions()).validate()
 
-    def sample(self, face: Face | None, frame: np.ndarray | None = None) -> LivenessSample | None:
-        """The frame's sample from the face's mesh (`frame`: not needed by these checks)."""
+    def sample(self, face: Face | None, frame: np.ndarray | None = None,
+               ir: np.ndarray | None = None) -> LivenessSample | None:
+        """The frame's sample from the face's mesh (`frame`, `ir`: not needed by these checks)."""
         mesh = None if face is None else face.mesh
         return None if mesh is None else sample_from_mesh(mesh)
 

@@ -46,7 +46,7 @@ class LandmarkerLike(Protocol):
 
 
 class LivenessLike(Protocol):
-    def sample(self, face: Face | None, frame: np.ndarray | None = None) -> Any: ...
+    def sample(self, face: Face | None, frame: np.ndarray | None = None, ir: np.ndarray | None = None) -> Any: ...
 
 
 class EmbedderLike(Protocol):
@@ -166,7 +166,8 @@ class FacePipeline:
         face = self.quality.select(faces, frame)
         return Subject(faces, face, t_detect, t_marks, _ms(t))
 
-    def process(self, frame: np.ndarray) -> FrameAnalysis:
+    def process(self, frame: np.ndarray, ir: np.ndarray | None = None) -> FrameAnalysis:
+        """The frame's analysis; `ir`: its near-infrared view, for the liveness stage (edge.device.ir)."""
         found = self.subject(frame)
         faces, face = found.faces, found.face
         extra = {"landmarks": found.landmarks_ms} if self.landmarker is not None else {}
@@ -178,7 +179,7 @@ class FacePipeline:
         sample = None
         if self.liveness is not None:
             t = time.monotonic()
-            sample = self.liveness.sample(face, frame)
+            sample = self.liveness.sample(face, frame, ir)
             extra["liveness"] = _ms(t)
         t = time.monotonic()
         aligned = self.aligner.align(frame, face)
