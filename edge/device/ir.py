@@ -46,7 +46,7 @@ class IrOptions:
     uri: str = "1"
     """camera mode: the IR camera, as `[source] uri` (e.g. "1" for picamera2 camera 1 or /dev/video1)."""
     illuminator_pin: int = -1
-    """alternate mode: BCM number of the GPIO output that switches the illuminator."""
+    """alternate mode: BCM number of the GPIO output that switches the illuminator (-1: none)."""
     illuminator_active_high: bool = True
     """alternate mode: True if driving the pin high turns the illuminator on."""
     settle_frames: int = 0
@@ -64,8 +64,9 @@ class IrOptions:
             ("mode", self.mode in MODES, f"one of {', '.join(MODES)}"),
             ("kind", self.kind in KINDS, f"one of {', '.join(KINDS)}"),
             ("uri", bool(self.uri.strip()), "the IR camera: an index, device, URL or picamera2 number"),
-            ("illuminator_pin", not (self.enabled and alternate) or 0 <= self.illuminator_pin <= 53,
-             "a BCM GPIO number 0-53 (alternate mode switches the illuminator on it)"),
+            ("illuminator_pin", -1 <= self.illuminator_pin <= 53 and
+             (self.illuminator_pin >= 0 or not (self.enabled and alternate)),
+             "a BCM GPIO number 0-53 (alternate mode switches the illuminator on it), or -1 for none"),
             ("settle_frames", 0 <= self.settle_frames <= 10, "0-10"),
             ("min_presence", 0.0 < self.min_presence < 1.0, "in (0, 1)"),
             ("min_frames", 1 <= self.min_frames <= MAX_COUNT, f"1-{MAX_COUNT}"),
