@@ -20,6 +20,8 @@ from convert.errors import DataError
 SPEED_GALLERY = 50  # templates in the gallery matched against in the speed section (10 people x 5)
 STAGES = ("detect", "landmarks", "align", "embed", "match", "total")
 
+SMALL_FACE_PX = 40  # the door-distance rows: faces this wide (convert.bench.door.door_frame)
+
 
 def speed_frames(ds: DataSet, n: int) -> list[Path]:
     """`n` pair images spread over the pair list (held-out people in full mode)."""
@@ -183,6 +185,7 @@ def model_sizes(conv: Conversion) -> list[dict]:
 
 
 def speed(opts: BenchOptions, ds: DataSet, conv: Conversion, peer_ok: bool) -> dict:
+    from convert.bench import door
     from convert.demo_faces import door_frame
     from edge.images import read_image_rgb
 
@@ -190,6 +193,7 @@ def speed(opts: BenchOptions, ds: DataSet, conv: Conversion, peer_ok: bool) -> d
     # What a door camera sees: each photo on a 640x480 doorway (as in `make demo` and edge_targets.py).
     rng = np.random.default_rng(0)
     frames = [door_frame(read_image_rgb(f), rng) for f in files]
+    small = [door.door_frame(read_image_rgb(f), SMALL_FACE_PX, rng)[0] for f in files]
     float_path, int8_path = conv.workdir / "embedder_float.tflite", conv.bundle / "embedder.tflite"
     rows = []
     for threads in opts.threads:
@@ -199,6 +203,9 @@ def speed(opts: BenchOptions, ds: DataSet, conv: Conversion, peer_ok: bool) -> d
         rows.append({"pipeline": f"facelock before landmarks, int8 ({conv.sparsity:.0%} sparse)", "threads": threads,
                      **time_ours(frames, int8_path, threads, opts.repeat, opts.progress, f"before {threads}t",
                                  before=True)})
+        # At door distance (faces 40 px wide): what a small face costs (the landmark model's extra crops).
+        rows.append({"pipeline": f"facelock, int8, {SMALL_FACE_PX}-px faces", "threads": threads,
+                     **time_ours(small, int8_path, threads, opts.repeat, opts.progress, f"40 px {threads}t")})
     if peer_ok:
         rows.append({"pipeline": PEER, "threads": 1, **time_peer(frames, opts.repeat, opts.progress)})
     size_rows = model_sizes(conv)
