@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge.types import Face, LivenessVerdict
+from edge.vision.landmarks import detection_roi, mesh_roi
 from edge.vision.layered import median_verdict
 
 
@@ -53,8 +54,10 @@ class IrLayer:
         """The face-presence score in the IR view (None: this frame came without one)."""
         if ir is None:
             return None
-        refined = self.landmarker.refine(ir_view(ir, frame.shape), face)
-        return float(refined.presence or 0.0)
+        # One run, on the crop the colour frame's mesh gives (the detection's, without a mesh): the views
+        # are registered, and only the presence is wanted, not refined points.
+        matrix = mesh_roi(np.asarray(face.mesh, np.float64)) if face.mesh is not None else detection_roi(face)
+        return float(self.landmarker.mesh(ir_view(ir, frame.shape), matrix)[1])
 
     def verdict(self, scores: Sequence[float]) -> LivenessVerdict:
         return median_verdict(self.name, scores, self.min_presence, self.min_frames, self.max_frames,
