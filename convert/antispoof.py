@@ -100,13 +100,14 @@ def face_crops(root: Path, files: list[Path], faces, card, want: int) -> np.ndar
     return np.stack(crops)
 
 
-def convert_antispoof(src: AntiSpoofSource, files: list[Path], root: Path, faces, workdir: Path,
+def convert_antispoof(src: AntiSpoofSource, loaded, files: list[Path], root: Path, faces, workdir: Path,
                       threads: int = 2) -> tuple[Path, dict, dict]:
-    """(int8 file, the manifest's `antispoof` entry without `file`, its report) for `src`."""
+    """(int8 file, the manifest's `antispoof` entry without `file`, its report) for `src`, whose model and
+    card `load_antispoof` gave (`loaded`)."""
     from convert.compress import quantize
     from edge.vision.antispoof import AntiSpoofModel, live_probability
 
-    model, card = load_antispoof(src)
+    model, card = loaded
     rng = np.random.default_rng(1)
     order = [files[i] for i in rng.permutation(len(files))]
     crops = face_crops(root, order, faces, card, MIN_CALIBRATION + HELD_OUT)

@@ -107,8 +107,8 @@ def run_convert(opts: ConvertOptions) -> dict:
     started = time.time()
     # First, so that a model that does not take the chips the card says is refused before any work.
     source, card, template = load_source(opts.model, opts.card)
-    if opts.antispoof is not None:  # the same: an anti-spoofing model its options do not fit is refused now
-        load_antispoof(opts.antispoof)
+    # the same: an anti-spoofing model its options do not fit is refused now (and loaded once)
+    spoof_model = load_antispoof(opts.antispoof) if opts.antispoof is not None else None
     _say(f"model card: {card.chip_size}x{card.chip_size} {card.channels}, normalisation "
          f"{card.normalization.describe()}, template {card.template}, {card.embedding_dim}-d")
     opts.workdir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ def run_convert(opts: ConvertOptions) -> dict:
     models = compress(opts, train, source, card)  # 2.
     int8_path = quantize_int8(opts, models.int8_source, train)  # 3.
     int8, report, threshold = validate_models(opts, models, int8_path, train, held_out)  # 4.
-    spoof = antispoof_step(opts, faces, report)
+    spoof = antispoof_step(opts, faces, report, spoof_model)
     compiled = edgetpu_step(int8_path, opts.workdir, report)  # 5.
     copy_bundle_files(opts, detector_file, int8_path, compiled)  # 6.
     manifest = bundle_manifest(opts, models, int8, aligner, threshold, report, compiled is not None, started, spoof)
@@ -259,16 +259,16 @@ def verify_pairs(opts: ConvertOptions, models: Compressed, int8, held_out: HeldO
     return out
 
 
-def antispoof_step(opts: ConvertOptions, faces, report: dict) -> dict | None:
-    """4b. The anti-spoofing CNN, int8, calibrated and measured on training photos (convert.antispoof): its
-    manifest entry; the model is the work folder's antispoof.tflite."""
+def antispoof_step(opts: ConvertOptions, faces, report: dict, loaded) -> dict | None:
+    """4b. The anti-spoofing CNN (`loaded`: load_antispoof's), int8, calibrated and measured on training
+    photos (convert.antispoof): its manifest entry; the model is the work folder's antispoof.tflite."""
     if opts.antispoof is None:
         return None
     from convert.antispoof import convert_antispoof
     from convert.datasets import list_images
 
     _say(f"anti-spoofing CNN {opts.antispoof.model}: int8, calibrated on training faces")
-    path, entry, report["antispoof"] = convert_antispoof(opts.antispoof, list_images(opts.data, split="train"),
+    path, entry, report["antispoof"] = convert_antispoof(opts.antispoof, loaded, list_images(opts.data, split="train"),
                                                          opts.data, faces, opts.workdir, opts.threads)
     return {"file": path.name, **entry}
 
