@@ -102,6 +102,9 @@ def main() -> int:
     ap.add_argument("--people", type=int, default=40, help="LFW test people, drawn at random (default 40; 0: "
                     "the two portraits only)")
     ap.add_argument("--no-portraits", action="store_true", help="LFW people only")
+    ap.add_argument("--split", choices=("test", "train"), default="test",
+                    help="LFW people to draw: test (default: the figures to report) or train (to tune the "
+                    "checks' settings on, as ../shared/data/INDEX.md requires)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sweep", action="append", default=[], metavar="FIELD=v1,v2,...",
@@ -120,9 +123,9 @@ def main() -> int:
           f"load {m['load_1min']}")
     root = lfw_dir(args.lfw) if args.people else Path(args.lfw or ".")
     res, scored = run_attacks(root, bundle, args.people, args.threads, args.seed, not args.no_portraits,
-                              progress=True)
+                              progress=True, split=args.split)
     res["machine"] = m
-    print(f"{res['people']} people ({'the 2 portraits + ' if not args.no_portraits else ''}LFW test people, "
+    print(f"{res['people']} people ({'the 2 portraits + ' if not args.no_portraits else ''}LFW {args.split} people, "
           f"sequences from photo 2, enrolled from photo 1), {res['sequences']} sequences; bundle threshold "
           f"{res['threshold']:.4f}; subject where the face was put in {pct(res['placed'])} of the frames"
           + (f"; skipped (no usable face): {', '.join(res['skipped'])}" if res["skipped"] else ""))
@@ -143,7 +146,7 @@ def main() -> int:
     if args.challenge:
         print()
         res["challenge"] = run_challenge(root, bundle, args.people, args.threads, args.seed, not args.no_portraits,
-                                         scored, progress=True)
+                                         scored, progress=True, split=args.split)
         print_challenge(res["challenge"])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2, default=str))

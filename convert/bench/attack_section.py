@@ -87,9 +87,9 @@ def challenge_verdicts(res: dict) -> list[list[str]]:
 
 
 def enrolled(root, bundle, people: int | None, threads: int, seed: int, portraits: bool, label: str,
-             progress: bool = False, skipped: list | None = None):
+             progress: bool = False, skipped: list | None = None, split: str = "test"):
     """The bundle's pipeline (with the passive liveness stage), then per person with a usable face in both
-    photos (the portraits: one photo; LFW `test` people: photo 1 enrolled, photo 2 shown): (name, the
+    photos (the portraits: one photo; LFW people of `split`: photo 1 enrolled, photo 2 shown): (name, the
     photo shown, its landmark mesh), with that person alone enrolled in the pipeline's matcher while the
     caller works on them. A generator: the first item is (pipeline, threshold). Names without a usable
     face go to `skipped`."""
@@ -111,7 +111,7 @@ def enrolled(root, bundle, people: int | None, threads: int, seed: int, portrait
         liveness=LivenessCheck(LivenessOptions(enabled=True)))
     yield pipeline, b.threshold.cosine
     todo = [(name, image, image) for name, image in (load_portraits().items() if portraits else ())]
-    todo += [(p.name, p.enrol, p.probe) for p in (door_people(Path(root), people, seed) if people else [])]
+    todo += [(p.name, p.enrol, p.probe) for p in (door_people(Path(root), people, seed, split) if people else [])]
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, enrol, photo) in enumerate(bar(todo, label, progress)):
             enrol, photo = (read_image_rgb(x) if isinstance(x, Path) else x for x in (enrol, photo))
@@ -131,12 +131,14 @@ def enrolled(root, bundle, people: int | None, threads: int, seed: int, portrait
 
 
 def run_attacks(root, bundle, people: int | None = 40, threads: int = 2, seed: int = 0, portraits: bool = True,
-                per_person: dict | None = None, progress: bool = False) -> tuple[dict, list]:
-    """Every person's sequences scored (convert/bench/attacks.py): (figures, the scored sequences)."""
+                per_person: dict | None = None, progress: bool = False, split: str = "test") -> tuple[dict, list]:
+    """Every person's sequences scored (convert/bench/attacks.py): (figures, the scored sequences); LFW
+    people of `split` (`train` to tune the checks on, `test` to report)."""
     from edge.vision.liveness import LivenessCheck, LivenessOptions
 
     skipped: list[str] = []
-    people_iter = enrolled(root, bundle, people, threads, seed, portraits, "attack sequences", progress, skipped)
+    people_iter = enrolled(root, bundle, people, threads, seed, portraits, "attack sequences", progress, skipped,
+                           split)
     pipeline, threshold = next(people_iter)
     rng = np.random.default_rng(seed)
     scored, n_people = [], 0
@@ -154,7 +156,7 @@ def run_attacks(root, bundle, people: int | None = 40, threads: int = 2, seed: i
 
 
 def run_challenge(root, bundle, people: int | None, threads: int, seed: int, portraits: bool,
-                  scored: list, progress: bool = False, per_person: dict | None = None) -> dict:
+                  scored: list, progress: bool = False, per_person: dict | None = None, split: str = "test") -> dict:
     """The challenge section (convert/bench/challenge.py): owners answering and blind video replays played
     frame by frame against the lock, and the attack traces of `scored` re-decided with the challenge."""
     import random
@@ -163,7 +165,7 @@ def run_challenge(root, bundle, people: int | None, threads: int, seed: int, por
     from edge.vision.challenge import ChallengeJudge, ChallengeOptions
     from edge.vision.liveness import LivenessCheck, LivenessOptions
 
-    people_iter = enrolled(root, bundle, people, threads, seed, portraits, "challenge attempts", progress)
+    people_iter = enrolled(root, bundle, people, threads, seed, portraits, "challenge attempts", progress, split=split)
     pipeline, threshold = next(people_iter)
     rng = np.random.default_rng(seed + 1)
     results = []

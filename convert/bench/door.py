@@ -49,13 +49,14 @@ class DoorPerson:
     probe: Path
 
 
-def door_people(root: Path, limit: int | None = None, seed: int = 0) -> list[DoorPerson]:
-    """LFW `test` people with two or more photos (all of them, or `limit` drawn with `seed`): photo 1 enrols,
-    photo 2 probes. Without a split.csv (the demo faces), every person folder, first and second file."""
-    split = root / "split.csv"
-    if split.is_file():
-        with open(split, newline="") as fh:
-            names = sorted(r["name"] for r in csv.DictReader(fh) if r["split"] == "test" and int(r["images"]) >= 2)
+def door_people(root: Path, limit: int | None = None, seed: int = 0, split: str = "test") -> list[DoorPerson]:
+    """LFW `split` people (`test` to report, `train` to tune on) with two or more photos (all of them, or
+    `limit` drawn with `seed`): photo 1 enrols, photo 2 probes. Without a split.csv (the demo faces), every
+    person folder, first and second file."""
+    table = root / "split.csv"
+    if table.is_file():
+        with open(table, newline="") as fh:
+            names = sorted(r["name"] for r in csv.DictReader(fh) if r["split"] == split and int(r["images"]) >= 2)
         pick = lambda n: (root / n / "1.jpg", root / n / "2.jpg")
     else:
         names = sorted(p.name for p in root.iterdir() if p.is_dir())

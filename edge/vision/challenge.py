@@ -37,7 +37,8 @@ import numpy as np
 
 from edge.options import check
 from edge.types import Challenge, LivenessState, LivenessVerdict
-from edge.vision.liveness import LivenessCheck, LivenessOptions, LivenessSample, depth_fit, radius
+from edge.vision.liveness import LivenessCheck, LivenessOptions, LivenessSample
+from edge.vision.planar import depth_fit, radius
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class ChallengeJudge:
         return hit[2]
 
     def sample(self, face, frame=None, ir=None):
-        return self._runs.sample(face)
+        return self._runs.sample(face, frame)
 
     def _issue(self, now: float, reference: LivenessSample) -> Challenge:
         action = self.rng.choice(self.options.actions)

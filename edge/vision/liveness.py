@@ -6,25 +6,27 @@ on (`edge.identity.decide`): `LivenessCheck.sample(face)` per frame (the pipelin
 mesh's RMS radius, ~0.3 face widths), so they mean the same at 40 px and at 200 px. The checks:
 
 - **parallax** (live) / **planar** (attack): a print or a screen is a plane, and every view of a plane is a
-  homography of every other, so the mesh of each frame fits the first frame's through one 3x3 homography
-  to within the mesh's jitter. A head is not flat: as it turns, the nose and the cheeks move against the
+  homography of every other. A head is not flat: as it turns, the nose and the cheeks move against the
   eye plane in proportion to their depth. `parallax()` fits a homography plus that depth term in one DLT
-  and measures the depth term: ~0 for a plane however it moves, 0.045 for a head turned ~6 degrees. (The
-  plain homography residual says the same but carries the jitter of all 468 points; the depth term is one
-  2D vector fitted over them, so jitter hardly feeds it.) The model's own z is used only as the shape of
-  that term: it gives a photo a face's depth too, so z alone tells nothing about the print. A face that
-  tilted (its homography far from a similarity) while the depth term stayed small is a plane.
+  (the model's z gives the term its shape only) and measures the depth term: ~0 for a plane however it
+  moves. The points it is measured on are the face's own texture, tracked in the pixels
+  (edge.vision.texture: corners of the eyes, brows, nostrils, lips), not the mesh: the mesh is the
+  model's guess of a face's shape, and it takes part of a tilted print's foreshortening for a head turn
+  (up to 0.06 face radii of depth term on hand-held prints, as much as a head turned 8 degrees), while
+  the print's texture moves as a plane (at most 0.0125 on 160 hand-held prints and screens of LFW train
+  people; a head turned 3-4 degrees gives about that). A face that tilted (its mesh's homography far from
+  a similarity) while the texture's depth term stayed small is a plane. Samples made from meshes alone
+  (no frame) fall back to the mesh's depth term and its own bars.
 - **blink** / **mouth** (live): the eyes' opening (lid gap over eye width) dropping well below its median
-  over the run; the mouth's opening changing (speech, a smile). A print can do neither.
+  over the run; the mouth's opening changing (speech, a smile; off by default: the mesh's mouth moves on
+  tilted prints too).
 - **static** (attack): a face whose points stayed put over many frames (a print on a stand, a paused
   screen); a living face always drifts.
 - continuity: a frame without the face, or one that jumps from the previous frame (a second photo of the
   person in another pose swapped in), starts the run afresh, so two stills never pass as one turning head.
 
-Measured on the astronaut portrait warped as a plane through the real detector and landmark model (45
-sequences: 45-100 px faces, tilts up to 25 degrees each way, drift, hand shake, sensor noise): no print was
-taken for live; largest parallax 0.024, blink ratio >= 0.86, mouth range <= 0.067. The model takes part of
-a tilted print's foreshortening for a head turn, which is why the live bar sits at 0.045, not lower.
+The bars were set on LFW `train` people's sequences of the attack benchmark (convert/bench/attacks.py);
+its figures on `test` people are in docs/liveness.md.
 
 What it stops: prints and photos on a screen, held still or moved by hand. What it does not: a video of
 the person replayed on a screen moves like a head (that needs the active challenge or IR), nor a print bent
@@ -33,14 +35,15 @@ around a cylinder moved so that it looks like a turning head, nor a good 3D mask
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from edge.options import MAX_COUNT, check
 from edge.types import Face, LivenessState, LivenessVerdict
+from edge.vision.planar import apply_homography, fit_similarity, parallax, radius, rms
+from edge.vision.texture import TexturePatch, face_patch, texture_corners, texture_depth, tracked_pairs
 
 # The eye-opening points of the face mesh (MediaPipe's FACEMESH_RIGHT_EYE / LEFT_EYE contours): the eye
 # corners (width) and two pairs of upper / lower lid points (gap).
@@ -59,30 +62,44 @@ class LivenessOptions:
 
     enabled: bool = False
     """Accept a face only when its frames show a living head: a print or a photo on a screen, held still
-    or moved, does not open the door. Costs the owner a small head movement or a blink. Off by default
-    until its false rejections of real owners are measured (the attack benchmark); off: any face that
-    matches opens it, photos of the owner included."""
+    or moved, does not open the door. Costs the owner a small head movement (a few degrees) or a blink:
+    on the attack benchmark (LFW test people, docs/liveness.md) 3.1% of live-like heads that open without
+    it never showed enough, and the median time to open rose by 0.6 s. Recommended on; off by default for
+    now (the service's own tests and old bundles without the landmark model still assume it). Off: any
+    face that matches opens the door, photos of the owner included."""
     min_frames: int = 3
     """Frames of the person's face (in one run, `max_jump`) needed before any verdict."""
     live_parallax: float = 0.045
-    """A frame whose points moved from the first frame's by at least this much in the way depth makes
-    them move (`edge.vision.liveness.parallax`) shows a head. The face-landmark model gives a print tilted
-    by up to 25 degrees each way up to 0.024 (0.030 seen in one sweep), taking part of its foreshortening
-    for a head turn; a head gives 0.045 after turning about 6-7 degrees from the run's first frame."""
+    """(Samples without a frame only: the mesh's parallax.) A frame whose points moved from the first
+    frame's by at least this much in the way depth makes them move (`parallax()`) shows a head. The
+    mesh of a print tilted by up to 25 degrees each way gives up to 0.024 on the portraits (0.06 on LFW
+    people), taking part of its foreshortening for a head turn; a head gives 0.045 after turning about
+    6-7 degrees from the run's first frame."""
+    live_texture: float = 0.013
+    """A frame whose tracked face texture moved from the first frame's by at least this much in the way
+    depth makes points move (`edge.vision.texture`; running median of three frames) shows a head. Set on
+    the attack benchmark's sequences of 84 LFW train people: a print moved by hand reached 0.0138 in one
+    frame, screens (moire) 0.011-0.012 over three; 0.013 refused all 420 prints and screens and passed 95%
+    of the 216 live-like heads that open without liveness (0.010: 2.4% of hand-held screens passed)."""
     live_frames: int = 2
     """... in at least this many frames (one odd frame is not evidence)."""
     plane_motion: float = 0.035
     """A frame whose homography from the first differs from a similarity by at least this (the face tilted
     or turned: a head would show parallax) ..."""
+    texture_plane_ratio: float = 0.2
+    """... while its texture parallax is under this fraction of that is a plane: attack suspected (a
+    tilted print's is under 0.1x, a turning head's about 1x)."""
     plane_ratio: float = 0.8
-    """... while its parallax is under this fraction of that (a turning head's is 1.4x or more, a tilted
-    print's 0.6x or less) is a plane: attack suspected."""
+    """... (samples without a frame to track: the mesh's parallax under this fraction; a turning head's is
+    1.4x or more, a tilted print's 0.6x or less)."""
     blink_ratio: float = 0.6
     """A frame whose eye opening (lid gap over eye width) is under this fraction of the run's median is a
     blink: live. Tilting a print by 25 degrees shortens it by 9%; the mesh's jitter on prints: 0.89-1.1."""
-    mouth_change: float = 0.15
-    """The mouth's opening (inner-lip gap over mouth width) ranging by at least this over the run
-    (speech, a smile) is non-rigid motion: live."""
+    mouth_change: float = 0.0
+    """The mouth's opening (inner-lip gap over mouth width) ranging by at least this over the run (speech,
+    a smile) is non-rigid motion: live (0: off, the default). Off because the mesh's mouth moves on prints
+    too: on hand-held prints of LFW train people it ranged 0.15 or more in 3% of the sequences, each of
+    which then opened the door."""
     static_motion: float = 0.02
     """A face whose points all stay within this (RMS) of the first frame's ... (the mesh of a print on a
     stand, with sensor noise, moved 0.009-0.016, at 45 px once 0.020; a living face drifts more) ..."""
@@ -102,11 +119,13 @@ class LivenessOptions:
         return check("liveness", self, [
             ("min_frames", 2 <= self.min_frames <= MAX_COUNT, f"2-{MAX_COUNT}"),
             ("live_parallax", 0.0 < self.live_parallax < 1.0, "in (0, 1)"),
+            ("live_texture", 0.0 < self.live_texture < 1.0, "in (0, 1)"),
+            ("texture_plane_ratio", 0.0 <= self.texture_plane_ratio <= 10.0, "0-10"),
             ("live_frames", 1 <= self.live_frames < self.min_frames, f"1 to min_frames - 1 ({self.min_frames - 1})"),
             ("plane_motion", 0.0 < self.plane_motion < 1.0, "in (0, 1)"),
             ("plane_ratio", 0.0 <= self.plane_ratio <= 10.0, "0-10"),
             ("blink_ratio", 0.0 <= self.blink_ratio < 1.0, "in [0, 1)"),
-            ("mouth_change", 0.0 < self.mouth_change <= 10.0, "in (0, 10]"),
+            ("mouth_change", 0.0 <= self.mouth_change <= 10.0, "0 (off) to 10"),
             ("static_motion", 0.0 <= self.static_motion < 1.0, "in [0, 1)"),
             ("static_frames", self.min_frames <= self.static_frames <= MAX_COUNT,
              f"min_frames ({self.min_frames}) to {MAX_COUNT}"),
@@ -120,12 +139,15 @@ class LivenessOptions:
 @dataclass(frozen=True, eq=False)
 class LivenessSample:
     """What one frame gives the liveness checks: the subject's mesh points in frame pixels, their depth
-    (the model's z), and the opening of the eyes and of the mouth."""
+    (the model's z), the opening of the eyes and of the mouth, and the face's grey patch for the texture
+    parallax (edge.vision.texture; None without the frame)."""
 
     points: np.ndarray  # (468, 2) float64
     depth: np.ndarray  # (468,) float64
     eye_opening: float
     mouth_opening: float
+    patch: TexturePatch | None = None
+    memo: dict = field(default_factory=dict, repr=False)  # texture work done once per sample (corners, tracks)
 
 
 def eye_opening(mesh: np.ndarray) -> float:
@@ -138,92 +160,31 @@ def eye_opening(mesh: np.ndarray) -> float:
     return float(np.mean(ratios))
 
 
-def sample_from_mesh(mesh: np.ndarray) -> LivenessSample:
-    """A (468, 3) mesh (frame pixels, z in the same scale) as a sample; a (468, 2) one has no depth."""
+def sample_from_mesh(mesh: np.ndarray, frame: np.ndarray | None = None) -> LivenessSample:
+    """A (468, 3) mesh (frame pixels, z in the same scale) as a sample; a (468, 2) one has no depth. With
+    the `frame` (RGB) the sample keeps the face's grey patch for the texture parallax."""
     mesh = np.asarray(mesh, dtype=np.float64)
     depth = mesh[:, 2].copy() if mesh.shape[1] > 2 else np.zeros(len(mesh))
-    return LivenessSample(mesh[:, :2].copy(), depth, eye_opening(mesh), mouth_opening(mesh))
+    points = mesh[:, :2].copy()
+    return LivenessSample(points, depth, eye_opening(mesh), mouth_opening(mesh), face_patch(frame, points))
 
 
-def _normaliser(pts: np.ndarray) -> np.ndarray:
-    """Hartley's normalisation (3, 3): centroid to the origin, mean distance sqrt(2)."""
-    c = pts.mean(0)
-    d = float(np.sqrt(((pts - c) ** 2).sum(1)).mean())
-    s = math.sqrt(2.0) / max(d, 1e-12)
-    return np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1.0]])
-
-
-def _apply(h: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    x, y = pts[:, 0], pts[:, 1]  # written out: a BLAS call per tiny product costs more than the sums
-    w = h[2, 0] * x + h[2, 1] * y + h[2, 2]
-    return np.column_stack([(h[0, 0] * x + h[0, 1] * y + h[0, 2]) / w, (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / w])
-
-
-def _null_vector(rows: np.ndarray) -> np.ndarray:
-    """The unit vector v minimising |rows @ v|: the normal equations' smallest eigenvector (11 x 11 at most;
-    well conditioned on Hartley-normalised points, and ~20x cheaper than the SVD of the 936-row system)."""
-    return np.linalg.eigh(rows.T @ rows)[1][:, 0]
-
-
-def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The 3x3 least-squares similarity taking `src` to `dst` (Umeyama, no reflection)."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    u, d, vt = np.linalg.svd(xd.T @ xs)
-    s = np.array([1.0, 1.0 if np.linalg.det(u) * np.linalg.det(vt) >= 0 else -1.0])
-    r = (u * s) @ vt
-    c = (d * s).sum() / max(float((xs**2).sum()), 1e-12)
-    m = np.eye(3)
-    m[:2, :2], m[:2, 2] = c * r, mu_d - c * r @ mu_s
-    return m
-
-
-def radius(pts: np.ndarray) -> float:
-    """The face's size: RMS distance of the mesh points from their centroid (about 0.3 face widths)."""
-    return float(np.sqrt(((pts - pts.mean(0)) ** 2).sum(1).mean()))
-
-
-def _rms(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.sqrt(((a - b) ** 2).sum(1).mean()))
-
-
-def depth_fit(ref: np.ndarray, ref_z: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The joint fit of `parallax()`: (the homography part applied to `ref`, that plus the depth term),
-    both (N, 2) frame px. Their difference is how each point moved because of its depth: on a turning head
-    the nose's points move the way the head turned, against the eye plane."""
-    ts, td = _normaliser(ref), _normaliser(pts)
-    a, b = _apply(ts, ref), _apply(td, pts)
-    z = (ref_z - ref_z.mean()) * ts[0, 0]
-    n = len(a)
-    rows = np.zeros((2 * n, 11))
-    rows[0::2, 0:2], rows[0::2, 2] = a, 1.0
-    rows[0::2, 6:8], rows[0::2, 8], rows[0::2, 9] = -b[:, :1] * a, -b[:, 0], z
-    rows[1::2, 3:5], rows[1::2, 5] = a, 1.0
-    rows[1::2, 6:8], rows[1::2, 8], rows[1::2, 10] = -b[:, 1:] * a, -b[:, 1], z
-    theta = _null_vector(rows)
-    h = theta[:9].reshape(3, 3)
-    w = h[2, 0] * a[:, 0] + h[2, 1] * a[:, 1] + h[2, 2]
-    u = h[0, 0] * a[:, 0] + h[0, 1] * a[:, 1] + h[0, 2]
-    v = h[1, 0] * a[:, 0] + h[1, 1] * a[:, 1] + h[1, 2]
-    back = np.linalg.inv(td)
-    flat = _apply(back, np.column_stack([u / w, v / w]))
-    full = _apply(back, np.column_stack([(u + z * theta[9]) / w, (v + z * theta[10]) / w]))
-    return flat, full
-
-
-def parallax(ref: np.ndarray, ref_z: np.ndarray, pts: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """How far `pts` (N, 2) moved from `ref` (N, 2) in the way depth makes points move, and what is left.
-
-    Any view of a rigid 3D point set is, to first order, a homography of another plus a shift proportional
-    to each point's depth (z x a 2D vector: the out-of-plane turn). One linear DLT fits both (11 unknowns,
-    Hartley-normalised; `ref_z` is the model's depth of the reference points, used only as the shape of
-    that shift). Returns (the depth term's RMS size, the joint fit's RMS residual) in face radii, and the
-    fit's homography part applied to `ref` (frame px). On a plane the depth term is ~0 however the plane
-    moves; the jitter of the mesh, spread over 468 points, hardly feeds it (it is one 2D vector), which is
-    why this is steadier than the plain homography residual. `depth_fit` gives the term itself."""
-    flat, full = depth_fit(ref, ref_z, pts)
-    size = radius(pts)
-    return _rms(full, flat) / size, _rms(full, pts) / size, flat
+def texture_figure(ref: LivenessSample, cur: LivenessSample) -> float | None:
+    """The texture parallax of `cur` against `ref` (edge.vision.texture), worked out once per pair: None
+    when either has no patch or too few points could be tracked."""
+    if ref.patch is None or cur.patch is None:
+        return None
+    if ref is cur:
+        return 0.0
+    hit = cur.memo.get("pair")  # (reference, figure): one reference at a time, the run's first frame
+    if hit is not None and hit[0] is ref:
+        return hit[1]
+    if "corners" not in ref.memo:
+        ref.memo["corners"] = texture_corners(ref.patch, ref.points, ref.depth)
+    pairs = tracked_pairs(ref.patch, ref.points, ref.memo["corners"], cur.patch, cur.points)
+    value = None if pairs is None else texture_depth(*pairs, cur.points)
+    cur.memo["pair"] = (ref, value)
+    return value
 
 
 def mouth_opening(mesh: np.ndarray) -> float:
@@ -235,25 +196,36 @@ def mouth_opening(mesh: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Figures:
-    """Per frame of the run judged, against its first frame, in face radii: `parallax` (the depth term,
-    `parallax()`), `plane` (what the fit's homography adds to the best similarity: tilt, perspective),
-    `residual` (left after both: non-rigid motion and jitter), `motion` (no fit at all)."""
+    """Per frame of the run judged, against its first frame, in face radii: `parallax` (the mesh's depth
+    term, `parallax()`), `plane` (what the fit's homography adds to the best similarity: tilt, perspective),
+    `residual` (left after both: non-rigid motion and jitter), `motion` (no fit at all), `texture` (the depth
+    term of the face's tracked texture, edge.vision.texture; None where it could not be measured)."""
 
     parallax: tuple[float, ...]
     plane: tuple[float, ...]
     residual: tuple[float, ...]
     motion: tuple[float, ...]
+    texture: tuple[float | None, ...]
 
 
 def figures(samples: Sequence[LivenessSample]) -> Figures:
     ref, ref_z = samples[0].points, samples[0].depth
-    out = [(0.0, 0.0, 0.0, 0.0)]
+    out = [(0.0, 0.0, 0.0, 0.0, texture_figure(samples[0], samples[0]))]
     for s in samples[1:]:
         size = radius(s.points)
         par, res, flat = parallax(ref, ref_z, s.points)
-        plane = _rms(flat, _apply(fit_similarity(ref, s.points), ref)) / size
-        out.append((par, plane, res, _rms(ref, s.points) / size))
+        plane = rms(flat, apply_homography(fit_similarity(ref, s.points), ref)) / size
+        out.append((par, plane, res, rms(ref, s.points) / size, texture_figure(samples[0], s)))
     return Figures(*(tuple(col) for col in zip(*out)))
+
+
+def running_median3(xs: Sequence[float]) -> list[float]:
+    """Each value's median with its two neighbours (the ends with the one they have: their smaller)."""
+    if len(xs) < 3:
+        return [min(xs)] * len(xs) if xs else []
+    a = np.asarray(xs, np.float64)
+    mid = np.median(np.stack([a[:-2], a[1:-1], a[2:]]), axis=0)
+    return [min(a[0], a[1]), *mid.tolist(), min(a[-2], a[-1])]
 
 
 class LivenessCheck:
@@ -264,9 +236,10 @@ class LivenessCheck:
 
     def sample(self, face: Face | None, frame: np.ndarray | None = None,
                ir: np.ndarray | None = None) -> LivenessSample | None:
-        """The frame's sample from the face's mesh (`frame`, `ir`: not needed by these checks)."""
+        """The frame's sample from the face's mesh and, with the `frame`, its grey patch (`ir`: not needed
+        by these checks)."""
         mesh = None if face is None else face.mesh
-        return None if mesh is None else sample_from_mesh(mesh)
+        return None if mesh is None else sample_from_mesh(mesh, frame)
 
     def run(self, samples: Sequence[LivenessSample | None]) -> list[LivenessSample]:
         """The most recent run of frames without a gap (None: a frame without the person's face) or a jump,
@@ -300,28 +273,39 @@ class LivenessCheck:
             return LivenessVerdict(LivenessState.UNDECIDED, "frames", f"{n} frames in a run, need {o.min_frames}",
                                    frames=n)
         f = figures(run)
-        par = sorted(f.parallax, reverse=True)[o.live_frames - 1]
+        textured = [x for x in f.texture[1:] if x is not None]
+        # The texture's depth term when the frames were there to track it in, as the running median of
+        # three frames: a head's turn lasts, a frame whose tracks went astray (its mesh guessed wrong) does
+        # not. The mesh's otherwise (samples made from meshes alone).
+        by_texture = len(textured) >= o.live_frames
+        depth = running_median3(textured) if by_texture else list(f.parallax)
+        par = sorted(depth, reverse=True)[o.live_frames - 1]
+        bar = o.live_texture if by_texture else o.live_parallax
         eyes = np.array([s.eye_opening for s in run])
         median = float(np.median(eyes))
         blink = float(eyes.min()) / median if median > 0 else 1.0
         mouths = [s.mouth_opening for s in run]
         mouth = max(mouths) - min(mouths)
         tilt = max(range(n), key=lambda i: f.plane[i])
-        figs = {"parallax": round(par, 5), "plane": round(f.plane[tilt], 5),
-                "plane_parallax": round(f.parallax[tilt], 5), "residual": round(max(f.residual), 5),
-                "motion": round(max(f.motion), 5), "blink": round(blink, 3), "mouth": round(mouth, 3)}
-        if par >= o.live_parallax:
-            return LivenessVerdict(LivenessState.LIVE, "parallax", f"points moved off a plane by {par:.3f} in "
-                                   f"{o.live_frames} of {n} frames (>= {o.live_parallax:g})", n, figs)
+        tilt_depth = f.texture[tilt] if by_texture and f.texture[tilt] is not None else f.parallax[tilt]
+        ratio = o.texture_plane_ratio if by_texture and f.texture[tilt] is not None else o.plane_ratio
+        what = "texture" if by_texture else "points"
+        figs = {"parallax": round(par, 5), "plane": round(f.plane[tilt], 5), "plane_parallax": round(tilt_depth, 5),
+                "mesh_parallax": round(max(f.parallax), 5), "residual": round(max(f.residual), 5),
+                "motion": round(max(f.motion), 5), "blink": round(blink, 3), "mouth": round(mouth, 3),
+                "textured": len(textured)}
+        if par >= bar:
+            return LivenessVerdict(LivenessState.LIVE, "parallax", f"the face's {what} moved off a plane by "
+                                   f"{par:.3f} in {o.live_frames} of {n} frames (>= {bar:g})", n, figs)
         if blink < o.blink_ratio:
             return LivenessVerdict(LivenessState.LIVE, "blink", f"eyes closed to {blink:.2f} of their median "
                                    f"opening (< {o.blink_ratio:g})", n, figs)
-        if mouth >= o.mouth_change:
+        if o.mouth_change > 0 and mouth >= o.mouth_change:
             return LivenessVerdict(LivenessState.LIVE, "mouth", f"mouth opening ranged {mouth:.2f} "
                                    f"(>= {o.mouth_change:g})", n, figs)
-        if f.plane[tilt] >= o.plane_motion and f.parallax[tilt] < o.plane_ratio * f.plane[tilt]:
+        if f.plane[tilt] >= o.plane_motion and tilt_depth < ratio * f.plane[tilt]:
             return LivenessVerdict(LivenessState.ATTACK, "planar", f"the face tilted ({f.plane[tilt]:.3f}) but "
-                                   f"moved as a plane (parallax {f.parallax[tilt]:.3f})", n, figs)
+                                   f"its {what} moved as a plane (parallax {tilt_depth:.3f})", n, figs)
         if n >= o.static_frames and max(f.motion) < o.static_motion:
             return LivenessVerdict(LivenessState.ATTACK, "static", f"no motion over {n} frames "
                                    f"({max(f.motion):.3f} < {o.static_motion:g})", n, figs)
