@@ -76,6 +76,20 @@ def test_a_head_turning_in_3d_is_live(mesh, move, face_px):
     assert v.figures["parallax"] >= 0.045
 
 
+def test_frames_whose_texture_cannot_be_tracked_give_no_parallax_not_the_mesh_s(mesh):
+    """With frames, the parallax evidence is the tracked texture's: a face that cannot be tracked (here a
+    featureless frame; in life a print blurred or darkened on purpose) shows none, even while its mesh turns
+    like a head. Falling back to the mesh would hand the attacker the weaker check."""
+    scale = 120 / np.ptp(mesh[:, 0])
+    meshes = [head(mesh, y, p, r, s, scale) for y, p, r, s in HEAD_MOVES["turn 9 while stepping in"]]
+    assert LivenessCheck().judge(samples(meshes, np.random.default_rng(0))).check == "parallax"  # mesh alone
+    blank = np.full((480, 640, 3), 128, np.uint8)
+    textured = [sample_from_mesh(m, blank) for m in meshes]
+    assert all(t.patch is not None for t in textured)
+    v = LivenessCheck().judge(textured)
+    assert v.state is not LivenessState.LIVE and v.figures["textured"] == 0, (v.reason, v.figures)
+
+
 def print_moves(rng):
     return {
         "tilt yaw -25..25": [(-25 + 50 * t / 11, 0, 0, (0, 0)) for t in range(12)],

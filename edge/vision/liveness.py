@@ -276,9 +276,12 @@ class LivenessCheck:
         textured = [x for x in f.texture[1:] if x is not None]
         # The texture's depth term when the frames were there to track it in, as the running median of
         # three frames: a head's turn lasts, a frame whose tracks went astray (its mesh guessed wrong) does
-        # not. The mesh's otherwise (samples made from meshes alone).
-        by_texture = len(textured) >= o.live_frames
-        depth = running_median3(textured) if by_texture else list(f.parallax)
+        # not. Where tracking failed (a blurred or dark face) there is no such evidence, rather than the
+        # mesh's: a print made hard to track must not fall back to the weaker check. The mesh's only for
+        # samples made from meshes alone.
+        by_texture = any(s.patch is not None for s in run)
+        depth = (running_median3(textured) if len(textured) >= o.live_frames else [0.0] * o.live_frames) \
+            if by_texture else list(f.parallax)
         par = sorted(depth, reverse=True)[o.live_frames - 1]
         bar = o.live_texture if by_texture else o.live_parallax
         eyes = np.array([s.eye_opening for s in run])
