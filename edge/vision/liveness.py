@@ -63,7 +63,7 @@ class LivenessOptions:
     enabled: bool = False
     """Accept a face only when its frames show a living head: a print or a photo on a screen, held still
     or moved, does not open the door. Costs the owner a small head movement (a few degrees) or a blink:
-    on the attack benchmark (LFW test people, docs/liveness.md) 3.1% of live-like heads that open without
+    on the attack benchmark (LFW test people, docs/liveness.md) 4.2% of live-like heads that open without
     it never showed enough, and the median time to open rose by 0.6 s. Recommended on; off by default for
     now (the service's own tests and old bundles without the landmark model still assume it). Off: any
     face that matches opens the door, photos of the owner included."""
