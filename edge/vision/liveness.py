@@ -79,7 +79,7 @@ class LivenessOptions:
     """A frame whose tracked face texture moved from the first frame's by at least this much in the way
     depth makes points move (`edge.vision.texture`; running median of three frames) shows a head. Set on
     the attack benchmark's sequences of 84 LFW train people: a print moved by hand reached 0.0138 in one
-    frame, screens (moire) 0.011-0.012 over three; 0.013 refused all 420 prints and screens and passed 95%
+    frame, screens (moire) 0.011-0.012 over three; 0.013 refused all 420 prints and screens and passed 94%
     of the 216 live-like heads that open without liveness (0.010: 2.4% of hand-held screens passed)."""
     live_frames: int = 2
     """... in at least this many frames (one odd frame is not evidence)."""
