@@ -13,8 +13,8 @@ mesh's RMS radius, ~0.3 face widths), so they mean the same at 40 px and at 200 
   (edge.vision.texture: corners of the eyes, brows, nostrils, lips), not the mesh: the mesh is the
   model's guess of a face's shape, and it takes part of a tilted print's foreshortening for a head turn
   (up to 0.06 face radii of depth term on hand-held prints, as much as a head turned 8 degrees), while
-  the print's texture moves as a plane (at most 0.0125 on 160 hand-held prints and screens of LFW train
-  people; a head turned 3-4 degrees gives about that). A face that tilted (its mesh's homography far from
+  the print's texture moves as a plane (on 420 prints and screens of LFW train people at most 0.012
+  over three frames: `LivenessOptions.live_texture`). A face that tilted (its mesh's homography far from
   a similarity) while the texture's depth term stayed small is a plane. Samples made from meshes alone
   (no frame) fall back to the mesh's depth term and its own bars.
 - **blink** / **mouth** (live): the eyes' opening (lid gap over eye width) dropping well below its median
@@ -290,8 +290,9 @@ class LivenessCheck:
         mouths = [s.mouth_opening for s in run]
         mouth = max(mouths) - min(mouths)
         tilt = max(range(n), key=lambda i: f.plane[i])
-        tilt_depth = f.texture[tilt] if by_texture and f.texture[tilt] is not None else f.parallax[tilt]
-        ratio = o.texture_plane_ratio if by_texture and f.texture[tilt] is not None else o.plane_ratio
+        tracked_tilt = by_texture and f.texture[tilt] is not None
+        tilt_depth = f.texture[tilt] if tracked_tilt else f.parallax[tilt]
+        ratio = o.texture_plane_ratio if tracked_tilt else o.plane_ratio
         what = "texture" if by_texture else "points"
         figs = {"parallax": round(par, 5), "plane": round(f.plane[tilt], 5), "plane_parallax": round(tilt_depth, 5),
                 "mesh_parallax": round(max(f.parallax), 5), "residual": round(max(f.residual), 5),
