@@ -113,9 +113,8 @@ def run_service(out: Path, bundle: Path, gallery: Path, frames: Path, port: int)
               .replace("decide", state_path=str(out / "lockout.json"))  # the demo's failures stay its own
               .replace("mqtt", host="127.0.0.1", port=port, device_id="demo_door")
               # a simulated relay (gpiozero's mock pins): the state shows UNLOCKED after the accept
-              .replace("relay", enabled=True, pin_factory="mock", unlock_s=2.0)
-              # the passive liveness checks: a photo held up does not open the door (docs/liveness.md)
-              .replace("liveness", enabled=True))
+              .replace("relay", enabled=True, pin_factory="mock", unlock_s=2.0))
+    # the passive liveness checks are on by default: the photo held up does not open the door (docs/liveness.md)
     Service(config).run()
 
 

@@ -21,6 +21,7 @@ from edge.models.card import AntiSpoofCard
 from edge.types import Face, LivenessState, LivenessVerdict
 from edge.vision.antispoof import AntiSpoofOptions, crop_matrix, face_crop, live_probability
 from edge.vision.layered import FrameEvidence, LayeredLiveness
+from edge.vision.liveness import LivenessCheck, LivenessOptions
 
 CARD = AntiSpoofCard(name="tiny_spoof", input_size=(64, 64), crop_scale=2.0, classes=2, live_class=1,
                      threshold=0.5, output="logits")
@@ -246,9 +247,14 @@ def test_the_board_runs_it_and_the_decider_needs_it(spoof_bundle, portraits, tmp
     opts, _, _ = spoof_bundle
     stages = load_pipeline_components(opts.out, num_threads=1)
     assert isinstance(stages.antispoof, AntiSpoofModel)
-    judge = liveness_judge(None, None, stages.landmarker, stages.antispoof, AntiSpoofOptions())
+    # the CNN alone (the portrait is a still, which the passive checks, on by default, would refuse)
+    passive_off = LivenessOptions(enabled=False)
+    judge = liveness_judge(passive_off, None, stages.landmarker, stages.antispoof, AntiSpoofOptions())
     assert isinstance(judge, LayeredLiveness) and judge.mesh is None
-    assert liveness_judge(None, None, stages.landmarker, stages.antispoof, AntiSpoofOptions(enabled=False)) is None
+    assert liveness_judge(passive_off, None, stages.landmarker, stages.antispoof,
+                          AntiSpoofOptions(enabled=False)) is None
+    with_passive = liveness_judge(None, None, stages.landmarker, stages.antispoof, AntiSpoofOptions())
+    assert isinstance(with_passive, LayeredLiveness) and isinstance(with_passive.mesh, LivenessCheck)
     pipeline = stages.pipeline(QualityGate(), liveness=judge)
     portrait = portraits[0]
 

@@ -206,9 +206,11 @@ def test_options_config_and_build():
     config = parse_config({"challenge": {"enabled": True, "actions": ["turn_left", "blink_twice"]}})
     assert config.challenge.actions == ("turn_left", "blink_twice")
     assert set(ACTIONS) >= set(ChallengeOptions().actions)
-    assert liveness_judge(LivenessOptions(), ChallengeOptions(), None) is None  # both off by default
+    # the passive checks on by default, the challenge off
+    assert isinstance(liveness_judge(LivenessOptions(), ChallengeOptions(), object()), LivenessCheck)
+    assert liveness_judge(LivenessOptions(enabled=False), ChallengeOptions(), None) is None
     with pytest.raises(ConfigError, match="challenge.enabled = true needs the face-landmark model"):
-        liveness_judge(LivenessOptions(), ChallengeOptions(enabled=True), None)
+        liveness_judge(LivenessOptions(enabled=False), ChallengeOptions(enabled=True), None)
     judge = liveness_judge(LivenessOptions(enabled=True), ChallengeOptions(enabled=True), object())
     assert isinstance(judge, ChallengeJudge) and isinstance(judge.passive, LivenessCheck)
 

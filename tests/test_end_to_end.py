@@ -47,7 +47,12 @@ def test_embed_runs_the_bundle_without_tensorflow(quick_bundle):
     assert row["error"] is None and len(row["embedding"]) == 128
 
 
-def test_lock_opens_for_the_enrolled_person_only(quick_bundle, broker, tmp_path):
+def test_lock_opens_for_the_live_owner_only(quick_bundle, broker, tmp_path):
+    """Default settings (the passive liveness checks on): a stranger is rejected, a print of the owner's
+    portrait held up to the camera is refused as an attack, the owner as a turning head (her portrait made
+    a head with the landmark model's mesh) opens the door: what `make demo` shows."""
+    from facelock.demo import write_attack_and_owner
+
     opts, _ = quick_bundle
     gallery = tmp_path / "gallery.db"
     enrolled = facelock_without_tensorflow("enroll", "eileen_collins", str(FIXTURES / PEOPLE["eileen_collins"]),
@@ -55,7 +60,9 @@ def test_lock_opens_for_the_enrolled_person_only(quick_bundle, broker, tmp_path)
     assert enrolled.returncode == 0, enrolled.stderr[-3000:]
 
     frames = tmp_path / "frames"
-    write_door_frames(frames, load_portraits(), [("grace_hopper", 25), (None, 30), ("eileen_collins", 12)])
+    portraits = load_portraits()
+    n = write_door_frames(frames, portraits, [("grace_hopper", 25), (None, 30)])
+    write_attack_and_owner(frames, n, portraits, opts.out)
     config = tmp_path / "config.toml"
     config.write_text(textwrap.dedent(f"""
         [model]
@@ -84,7 +91,12 @@ def test_lock_opens_for_the_enrolled_person_only(quick_bundle, broker, tmp_path)
         events = [json.loads(p) for t, p, _ in subscriber.messages if t.endswith("/event")]
     subscriber.close()
     accepted = [e for e in events if e["decision"] == "accept"]
-    assert [e["person"] for e in accepted] == ["eileen_collins"]
+    assert [e["person"] for e in accepted] == ["eileen_collins"], [e["reason"] for e in events]
+    assert "live" in accepted[0]["reason"], accepted[0]
+    first_accept = events.index(accepted[0])
+    attacks = [e for e in events[:first_accept] if e["event_type"] == "attack_suspected"]
+    assert attacks and attacks[0]["reason"].startswith("attack suspected: "), [e["reason"] for e in events]
+    assert any(e["event_type"] in ("unknown", "rejected") for e in events[:first_accept]), [e["reason"] for e in events]
     assert all(e["schema"] == "facelock.event/1" and e["time"].endswith("Z") for e in events)
     assert len({e["id"] for e in events}) == len(events)
 

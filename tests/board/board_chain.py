@@ -75,7 +75,7 @@ def chain(work: Path, transcript: Transcript, sdcard: bool = True, log=print) ->
     bundle = model_bundle(cache, log)
     config = board_config(work / "board.toml", DEVICE, MQTT_ADDR)
     rel1, rel2, rel3 = releases(work, bundle, config, log)
-    frames_tar, n_frames = door_frames(work / "frames")
+    frames_tar, n_frames = door_frames(work / "frames", bundle)
     t.time("artifacts built")
 
     broker = Broker(work / "mosquitto")
@@ -125,6 +125,8 @@ def chain(work: Path, transcript: Transcript, sdcard: bool = True, log=print) ->
         t.note(f"{n_frames} door frames replayed in a loop from {FRAMES_DIR} (image-folder source)")
         got = sub.wait_for(lambda: {"recognized:eileen_collins"} <= set(sub.decisions(DEVICE)), WAIT_S)
         t.time("first accept")
+        t.check("the held-up print is refused as an attack on the board (liveness on by default)",
+                "attack_suspected:unknown" in sub.decisions(DEVICE), f"{sub.decisions(DEVICE)}")
         t.check("events at the host's Mosquitto subscriber", bool(sub.event_ids(DEVICE)),
                 f"{len(sub.event_ids(DEVICE))} events: {sub.decisions(DEVICE)}")
         t.check("the door opens for the enrolled person on the board", got,

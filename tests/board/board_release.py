@@ -27,25 +27,29 @@ REPO = Path(__file__).resolve().parents[2]
 BOARD = ("linux-aarch64", "3.11")  # Raspberry Pi OS Bookworm: aarch64, Python 3.11
 FRAMES_DIR = "/srv/facelock/door-frames"
 ENROL_PHOTO = "/srv/facelock/eileen_collins.jpg"
-# Who walks past the door in one pass over the folder (the source loops): an empty doorway, a stranger,
-# the enrolled person. Each attempt ends when no face is seen for `attempt_gap_s`.
+# Who walks past the door in one pass over the folder (the source loops), as in `make demo`: an empty
+# doorway, a stranger, an empty doorway, then (facelock.demo.write_attack_and_owner) a print of the enrolled
+# person's portrait held up (refused by the passive liveness checks, on by default), an empty doorway, the
+# enrolled person as a head turning a little (admitted), an empty doorway. Each attempt ends when no face is
+# seen for `attempt_gap_s`.
 # The decide settings must not depend on how fast the emulated CPU is (it varies with the host's load):
 # - an attempt ends in the empty doorway: its EMPTY_FRAMES take at least EMPTY_FRAMES / FPS seconds however
 #   fast the CPU (the source's pacer), which is longer than `attempt_gap_s`;
 # - an attempt does not end between two frames of one person: `attempt_gap_s` is far above the time one
 #   face frame takes on the emulated CPU (seconds; with attempt_gap_s = 1 a loaded host gave no events at all);
-# - `cooldown_s` covers the enrolled person's frames left after the accept (no spurious reject after it)
-#   and is shorter than one pass at the source's fastest pace, so every pass opens the door again;
-# - the lockout never triggers on the stranger's repeated rejects (`lockout_failures`).
+# - `cooldown_s` covers most of the enrolled person's frames left after the accept (a second attempt on
+#   them gives one more event, which the checks allow) and is shorter than one pass at the source's fastest
+#   pace, so every pass opens the door again;
+# - the lockout never triggers on the stranger's repeated rejects and the print's attacks (`lockout_failures`).
 FPS = 2.0
 EMPTY_FRAMES = 30
 FACE_FRAMES = 6
-SEQUENCE = [(None, EMPTY_FRAMES // 2), ("grace_hopper", FACE_FRAMES), (None, EMPTY_FRAMES),
-            ("eileen_collins", FACE_FRAMES), (None, EMPTY_FRAMES - EMPTY_FRAMES // 2)]
-EMULATION_DECIDE = {"window_s": 600.0, "attempt_gap_s": 12.0, "attempt_max_s": 900.0, "cooldown_s": 20.0,
+SEQUENCE = [(None, EMPTY_FRAMES), ("grace_hopper", FACE_FRAMES), (None, EMPTY_FRAMES)]
+PASS_FRAMES = 2 * EMPTY_FRAMES + FACE_FRAMES + 105  # + write_attack_and_owner's 20 + 30 + 25 + 10 (asserted)
+EMULATION_DECIDE = {"window_s": 600.0, "attempt_gap_s": 12.0, "attempt_max_s": 900.0, "cooldown_s": 60.0,
                     "lockout_failures": 1000}
 assert EMPTY_FRAMES / FPS > EMULATION_DECIDE["attempt_gap_s"]
-assert EMULATION_DECIDE["cooldown_s"] < (2 * EMPTY_FRAMES + FACE_FRAMES) / FPS
+assert EMULATION_DECIDE["cooldown_s"] < PASS_FRAMES / FPS
 
 
 def facelock(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -134,12 +138,17 @@ def releases(work: Path, model: Path, config: Path, log) -> tuple[Path, Path, Pa
             deploy_bundle(broken, config, wheel, work / "release3-broken", log))
 
 
-def door_frames(folder: Path) -> tuple[Path, int]:
-    """The replay folder as a .tar (and how many frames), plus Eileen Collins's portrait for `enroll`."""
+def door_frames(folder: Path, bundle: Path) -> tuple[Path, int]:
+    """The replay folder as a .tar (and how many frames), plus Eileen Collins's portrait for `enroll`.
+    `bundle`'s landmark model makes the live-like head from her portrait."""
     from convert.demo_faces import FIXTURES, PEOPLE, load_portraits, write_door_frames
+    from facelock.demo import write_attack_and_owner
 
     shutil.rmtree(folder, ignore_errors=True)
-    n = write_door_frames(folder / "door-frames", load_portraits(), SEQUENCE)
+    portraits = load_portraits()
+    n = write_door_frames(folder / "door-frames", portraits, SEQUENCE)
+    n += write_attack_and_owner(folder / "door-frames", n, portraits, bundle)
+    assert n == PASS_FRAMES, f"{n} frames in a pass, PASS_FRAMES says {PASS_FRAMES}"
     shutil.copy2(FIXTURES / PEOPLE["eileen_collins"], folder / "eileen_collins.jpg")
     tar = folder.with_suffix(".tar")
     subprocess.run(["tar", "-cf", str(tar), "-C", str(folder), "."], check=True)

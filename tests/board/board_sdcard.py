@@ -12,7 +12,15 @@ from pathlib import Path
 
 from board_guest import Guest, Transcript
 from board_mqtt import Broker, Subscriber
-from board_release import ENROL_PHOTO, FRAMES_DIR, blank_card, board_config, door_frames, provision_card
+from board_release import (
+    ENROL_PHOTO,
+    FRAMES_DIR,
+    blank_card,
+    board_config,
+    door_frames,
+    model_bundle,
+    provision_card,
+)
 from board_vm import MQTT_ADDR, BoardVM
 
 DEVICE = "sdboard"
@@ -31,7 +39,7 @@ def sdcard_chain(image, work: Path, t: Transcript, artifact: Path, _config: Path
     report = provision_card(card, artifact, config, key.with_suffix(".pub"), DEVICE, MQTT_ADDR, log)
     t.check("deploy sdcard: card provisioned (cloud-init format)", report.get("format") == "cloud-init",
             f"{len(report.get('files', []))} files on the FAT partition")
-    frames_tar, _ = door_frames(card_dir / "frames")
+    frames_tar, _ = door_frames(card_dir / "frames", model_bundle(image.folder.parent, log))
 
     broker = Broker(card_dir / "mosquitto")
     broker.start()
