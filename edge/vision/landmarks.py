@@ -36,6 +36,9 @@ from edge.vision.geometry import invert_similarity, transform_points, warp_chip
 INPUT_SIZE = 192
 NUM_MESH_POINTS = 468
 ROI_SCALE = 1.5
+# A detection whose eye line is turned more than this from level also gets a level crop (`refine`): a head
+# at a door is rarely rolled that far, a small face's detector keypoints often are (see `refine`).
+LEVEL_RETRY_DEG = 25.0
 RIGHT_EYE_CONTOUR = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173)
 LEFT_EYE_CONTOUR = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
 NOSE_TIP = 4
@@ -104,12 +107,21 @@ def roi_matrix(center: np.ndarray, side: float, angle: float, size: int = INPUT_
     return invert_similarity(np.hstack([a, t[:, None]]))
 
 
-def detection_roi(face: Face, size: int = INPUT_SIZE) -> np.ndarray:
-    """MediaPipe's ROI for a detection: box centre, longer side x 1.5, eye line level."""
+def _eye_line_deg(face: Face) -> float:
+    """The detector's eye line against the frame's horizontal, in degrees."""
+    kp = np.asarray(face.keypoints, dtype=np.float64)
+    eye = kp[Keypoint.LEFT_EYE] - kp[Keypoint.RIGHT_EYE]
+    return math.degrees(math.atan2(eye[1], eye[0]))
+
+
+def detection_roi(face: Face, size: int = INPUT_SIZE, level: bool = False) -> np.ndarray:
+    """MediaPipe's ROI for a detection: box centre, longer side x 1.5, turned so that the detector's eye
+    line is level (`level`: not turned, the frame's own horizontal)."""
     kp = np.asarray(face.keypoints, dtype=np.float64)
     eye = kp[Keypoint.LEFT_EYE] - kp[Keypoint.RIGHT_EYE]
     side = ROI_SCALE * max(face.width, face.height)
-    return roi_matrix(np.array(face.center), max(side, 1.0), math.atan2(eye[1], eye[0]), size)
+    angle = 0.0 if level else math.atan2(eye[1], eye[0])
+    return roi_matrix(np.array(face.center), max(side, 1.0), angle, size)
 
 
 def mesh_roi(mesh: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
@@ -190,6 +202,16 @@ class FaceLandmarker:
         matrix = detection_roi(face)
         mesh, presence = self.mesh(frame, matrix)
         o = self.options
+        if presence < o.min_presence or abs(_eye_line_deg(face)) > LEVEL_RETRY_DEG:
+            # On a small face the detector's eye keypoints are a pixel or two from where they should be,
+            # which can turn its eye line by 50-80 degrees. A crop turned that far is either not taken for a
+            # face (40-px faces at the door: presence 0.0-0.5 on it, 1.0 on the same crop level) or gives a
+            # mesh whose own crop is no better (the points 6-15 px off on a 40-px portrait). Door cameras
+            # stand upright: a level crop too, and the one the model is surer of is kept.
+            level = detection_roi(face, level=True)
+            level_mesh, level_presence = self.mesh(frame, level)
+            if level_presence > presence:
+                matrix, mesh, presence = level, level_mesh, level_presence
         if o.passes == 2:
             better = mesh_roi(mesh)
             points = points_from_mesh(mesh)
