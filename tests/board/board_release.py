@@ -45,7 +45,7 @@ FPS = 2.0
 EMPTY_FRAMES = 30
 FACE_FRAMES = 6
 SEQUENCE = [(None, EMPTY_FRAMES), ("grace_hopper", FACE_FRAMES), (None, EMPTY_FRAMES)]
-PASS_FRAMES = 2 * EMPTY_FRAMES + FACE_FRAMES + 105  # + write_attack_and_owner's 20 + 30 + 25 + 10 (asserted)
+PASS_FRAMES = 2 * EMPTY_FRAMES + FACE_FRAMES + 85  # + write_attack_and_owner's 20 + 30 + 25 + 10 (asserted)
 EMULATION_DECIDE = {"window_s": 600.0, "attempt_gap_s": 12.0, "attempt_max_s": 900.0, "cooldown_s": 60.0,
                     "lockout_failures": 1000}
 assert EMPTY_FRAMES / FPS > EMULATION_DECIDE["attempt_gap_s"]
