@@ -6,7 +6,8 @@ model looks at the face alone, on a 192x192 crop cut around the detection (rotat
 level), and returns 468 mesh points plus a face-presence score. From the mesh come the five points the
 aligner uses (`edge.types.Landmark`): the eye centres (the mean of each eye's 16-point contour: many
 points, so the centre is steadier than any one of them), the nose tip and the mouth corners. The presence
-score tells a face from the wall or the coat a detector sometimes takes for one.
+score tells a face from the wall or the coat a detector sometimes takes for one. On a small face the
+detector's own eye line can be tens of degrees off; such a detection also gets a level crop (`refine`).
 
 The constants are MediaPipe 0.10.14's own, from the graphs compiled into that wheel:
 `FaceDetectionFrontDetectionToRoi` (the ROI: the detection box's centre, its longer side x 1.5 as a
