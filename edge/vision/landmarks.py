@@ -118,10 +118,8 @@ def _eye_line_deg(face: Face) -> float:
 def detection_roi(face: Face, size: int = INPUT_SIZE, level: bool = False) -> np.ndarray:
     """MediaPipe's ROI for a detection: box centre, longer side x 1.5, turned so that the detector's eye
     line is level (`level`: not turned, the frame's own horizontal)."""
-    kp = np.asarray(face.keypoints, dtype=np.float64)
-    eye = kp[Keypoint.LEFT_EYE] - kp[Keypoint.RIGHT_EYE]
     side = ROI_SCALE * max(face.width, face.height)
-    angle = 0.0 if level else math.atan2(eye[1], eye[0])
+    angle = 0.0 if level else math.radians(_eye_line_deg(face))
     return roi_matrix(np.array(face.center), max(side, 1.0), angle, size)
 
 
