@@ -43,6 +43,12 @@ class TexturePatch:
     origin: np.ndarray  # (2,) frame px of the patch's top-left pixel
     scale: float
 
+    @property
+    def from_frame(self) -> np.ndarray:
+        """The 3x3 map frame px -> patch px."""
+        s, (x, y) = self.scale, self.origin
+        return np.array([[s, 0.0, -s * x], [0.0, s, -s * y], [0.0, 0.0, 1.0]])
+
 
 def face_patch(frame: np.ndarray | None, points: np.ndarray) -> TexturePatch | None:
     """The grey patch around the mesh's `points` (N, 2, frame px) in an RGB (or grey) `frame`; None when
@@ -105,9 +111,7 @@ def track(ref: TexturePatch, cur: TexturePatch, ref_pts: np.ndarray, motion: np.
     current patch is warped by before tracking, so that only the residual is tracked."""
     import cv2
 
-    s_ref = np.array([[ref.scale, 0, -ref.scale * ref.origin[0]], [0, ref.scale, -ref.scale * ref.origin[1]], [0, 0, 1]])
-    s_cur = np.array([[cur.scale, 0, -cur.scale * cur.origin[0]], [0, cur.scale, -cur.scale * cur.origin[1]], [0, 0, 1]])
-    to_cur = s_cur @ motion @ np.linalg.inv(s_ref)  # reference patch px -> current patch px
+    to_cur = cur.from_frame @ motion @ np.linalg.inv(ref.from_frame)  # reference patch px -> current patch px
     h, w = ref.grey.shape
     warped = cv2.warpPerspective(cur.grey, to_cur, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                  borderMode=cv2.BORDER_REPLICATE)
