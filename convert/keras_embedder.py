@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from convert.dlib_port import load_keras_model
-from edge.vision.embed import check_chips, l2_normalize
+from edge.vision.embed import check_chips, l2_normalize, mirror_averaged
 
 
 def embedding_space(model) -> str:
@@ -30,7 +30,7 @@ class KerasEmbedder:
     give its `card` (edge.models.card) and the channel order and normalisation it wants are put in front
     (convert.model_card.pixel_model), as `facelock convert` does."""
 
-    def __init__(self, model_path: str | os.PathLike, batch_size: int = 32, card=None):
+    def __init__(self, model_path: str | os.PathLike, batch_size: int = 32, card=None, mirror: bool | None = None):
         import tensorflow as tf
 
         self.model_path = Path(model_path)
@@ -42,7 +42,9 @@ class KerasEmbedder:
         h, w = self.model.input_shape[1:3]
         self.input_size = (h, w) if h and w else None  # (h, w) of the chips it takes; None: any
         self.batch_size = batch_size
-        self.name = f"keras:{self.model_path.name}"
+        # mirror-averaged embeddings when the card says so (`mirror` overrides): edge.vision.embed.mirror_averaged
+        self.mirror = bool(getattr(card, "mirror_average", False) if mirror is None else mirror)
+        self.name = f"keras:{self.model_path.name}" + ("+mirror" if self.mirror else "")
         self.space = embedding_space(self.model)
         # One traced graph: calling the model eagerly per chip costs more than the network itself.
         self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
@@ -57,7 +59,7 @@ class KerasEmbedder:
         return np.concatenate(outs).astype(np.float32)
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
-        return l2_normalize(self.raw(chips))
+        return mirror_averaged(self.raw, chips) if self.mirror else l2_normalize(self.raw(chips))
 
 
 def _register() -> None:

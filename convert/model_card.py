@@ -34,6 +34,7 @@ class CardOptions:
     channels: str = "RGB"
     normalize: str = "none"  # parse_normalization's text
     template: str | None = None  # preset name or template JSON; None: the preset made for the input size
+    mirror_average: bool = True  # embeddings: the mean of the chip's and its mirror image's (edge.models.card)
 
     def __post_init__(self):
         # One spelling ("RGB"), whatever the caller wrote: the CLI's `--channels rgb` and the default must
@@ -105,7 +106,7 @@ def make_card(model, path: Path, opts: CardOptions):
     try:
         card = EmbedderCard(input_size=(size, size), channels=channels, normalization=norm,
                             preprocessing="none" if channels == "RGB" and norm.identity else "layer",
-                            embedding_dim=dim, template=name)
+                            embedding_dim=dim, template=name, mirror_average=opts.mirror_average)
     except ModelError as exc:
         raise ConvertError(f"--model {path}: {str(exc).removeprefix('model card: ')}") from exc
     return card, template

@@ -56,6 +56,30 @@ def test_int8_agrees_with_float_and_separates_people(converted):
     assert set(report["verification"]) == {"float", "pruned float", "int8"}
 
 
+def test_the_bundle_embeds_a_chip_and_its_mirror_image_as_its_card_says(converted, portraits):
+    """convert's default card asks for mirror averaging: the board's embedder gives the mean of the model's
+    embeddings of the chip and of its mirror image, so a mirrored picture embeds the same."""
+    from edge.vision.build import load_pipeline_components
+    from edge.vision.embed import TFLiteEmbedder, l2_normalize
+    from facelock.commands.embed import ImageEmbedder
+
+    opts, _ = converted
+    bundle = load_bundle(opts.out)
+    assert bundle.card.mirror_average
+    stages = load_pipeline_components(opts.out, num_threads=1)
+    embedder = stages.embedder
+    assert embedder.mirror and embedder.name.endswith("+mirror")
+    once = TFLiteEmbedder(bundle.embedder_file, num_threads=1, card=bundle.card, mirror=False)
+    pipeline = ImageEmbedder(stages.detector, stages.aligner, embedder, stages.landmarker).pipeline
+    chip = stages.aligner.align(portraits[0], pipeline.subject(portraits[0]).face).chip
+    flipped = chip[:, ::-1]
+    want = l2_normalize(once.embed(chip[None]) + once.embed(flipped[None]))[0]
+    got = embedder.embed(chip[None])[0]
+    assert np.allclose(got, want, atol=1e-6)
+    assert np.allclose(embedder.embed(flipped[None])[0], got, atol=1e-6)
+    assert float(once.embed(chip[None])[0] @ once.embed(flipped[None])[0]) < 0.9999  # the two halves differ
+
+
 def test_embed_cli_runs_the_bundle(converted, fixtures_dir, keras_model_path):
     from convert.keras_embedder import KerasEmbedder
     from edge.vision.build import load_pipeline_components

@@ -28,6 +28,11 @@ def test_card_round_trips_and_a_bundle_without_one_is_dlibs_port():
     assert old.input_size == (150, 150) and old.embedding_dim == 128 and old.template == "dlib150"
     assert old.channels == "RGB" and old.normalization.identity and old.space == "space:dlib_resnet_v1@abc"
     assert DEFAULT_CARD.chip_size == 150 and not DEFAULT_CARD.needs_preprocessing
+    # Mirror averaging is part of the embedding its threshold was chosen on: said by the card, off for a
+    # bundle that does not say (every bundle before it), carried through a round trip.
+    assert not old.mirror_average and not DEFAULT_CARD.mirror_average
+    mirrored = EmbedderCard(mirror_average=True)
+    assert EmbedderCard.from_dict(json.loads(json.dumps(mirrored.to_dict()))) == mirrored
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -38,6 +43,7 @@ def test_card_round_trips_and_a_bundle_without_one_is_dlibs_port():
     ({"normalization": {"mean": [0, 0, 0], "std": [1, 0, 1]}}, "std > 0"),
     ({"schema": "facelock.card/9"}, "facelock.card/9"),
     ({"embedding_dim": "many"}, "malformed model card"),
+    ({"mirror_average": "yes"}, "mirror_average must be true or false"),
 ])
 def test_a_bad_card_is_refused_naming_the_manifest(change, message):
     data = {**ARC_CARD.to_dict(), **change}
@@ -252,7 +258,8 @@ def test_a_112_model_converts_and_embeds_through_the_boards_pipeline(tiny_model_
     detector, aligner, embedder = stages
     assert aligner.chip_size == 112 and embedder.input_size == (112, 112) and embedder.dim == 64
     image_embedder = ImageEmbedder(detector, aligner, embedder, stages.landmarker)
-    pruned_float = KerasEmbedder(opts.workdir / "pruned.keras")
+    assert card.mirror_average  # convert's default: the board embeds each chip and its mirror image
+    pruned_float = KerasEmbedder(opts.workdir / "pruned.keras", mirror=card.mirror_average)
     vectors, reference = [], []
     for portrait in portraits:
         face = image_embedder.pipeline.subject(portrait).face

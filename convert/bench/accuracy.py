@@ -1,5 +1,5 @@
 """Section 1, accuracy: ROC curves on the data set's pairs for the peer (face_recognition's pipeline), our
-float Keras port, the pruned float model, int8 (and the Edge TPU model when a bundle has one and a TPU is
+float Keras port, the pruned float model, int8, int8 mirror-averaged (and the Edge TPU model when a bundle has one and a TPU is
 attached). Embeddings are cached in the work folder, keyed by the model file and the pair images."""
 
 from __future__ import annotations
@@ -91,6 +91,9 @@ def _our_models(opts: BenchOptions, conv: Conversion, notes: list[str]) -> dict[
                                            lambda: KerasEmbedder(conv.workdir / "pruned.keras"))
     int8_path = conv.bundle / "embedder.tflite"
     models[f"int8 ({pct})"] = (int8_path, lambda: TFLiteEmbedder(int8_path, num_threads=max(opts.threads)))
+    # what the lock computes when the bundle's card asks for mirror averaging: the int8 row's gain from it
+    models[f"int8 ({pct}), mirror-averaged"] = (int8_path, lambda: TFLiteEmbedder(
+        int8_path, num_threads=max(opts.threads), mirror=True))
     tpu_path = conv.bundle / "embedder_edgetpu.tflite"
     if tpu_path.is_file():
         try:
@@ -138,7 +141,7 @@ def accuracy(opts: BenchOptions, ds: DataSet, conv: Conversion, img: Path) -> di
         rows[PEER]["faces_not_found"] = int((~pfound).sum())
 
     for name, (path, make) in models.items():
-        key = _file_key(path, extra=files_key)
+        key = _file_key(path, extra=files_key + name)  # one model file, two rows: int8 once and mirror-averaged
         e = _cached_embeddings(cache / f"{name.split()[0]}-{key}.npz",
                                lambda make=make, name=name: _embed_all(make(), chips, name, opts.progress))
         scores = validate.pair_scores(e, found, pairs)

@@ -12,8 +12,8 @@ both dlib's HOG detector and BlazeFace (measured: 63 and 62 px on 150 test photo
 Per size and variant, for facelock (the bundle's stages: the lock's own subject rule, alignment and
 embedder; no quality gates, so the figure is the recognition itself; `gated` says how many of those frames
 the lock's default gates would refuse), for facelock as it was before the landmark model (short-range
-BlazeFace on the whole frame, keypoint template, same embedder) and for face_recognition (dlib HOG with one
-upsample, largest face, 5 points, dlib's ResNet), on the same frames in the same run:
+BlazeFace on the whole frame, keypoint template, the same model run once per chip) and for face_recognition
+(dlib HOG with one upsample, largest face, 5 points, dlib's ResNet), on the same frames in the same run:
 - lost: frames where the pipeline found no face, or a face that is not the person (its centre farther than
   half the face width from where the face was put);
 - TAR at FAR 1e-2 and 1e-3: every probe against every enrolment (one genuine, n - 1 impostors each), the

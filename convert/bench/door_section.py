@@ -13,18 +13,21 @@ TARGETS = {40: (0.10, 0.85), 60: (0.02, 0.95)}  # width: (most lost, least TAR@F
 
 
 def door_pipelines(bundle: Path, threads: int, peer: bool) -> dict:
-    """name -> pipeline: facelock from the bundle, facelock before the landmark model (same embedder), and
+    """name -> pipeline: facelock from the bundle, facelock before the landmark model (same model, run once per
+    chip as it was then, whatever the bundle's mirror averaging), and
     face_recognition when dlib is there."""
     from convert.bench.door import OursAtTheDoor, PeerAtTheDoor
     from edge.models.bundle import load_bundle
     from edge.models.store import DETECTOR, model_path
     from edge.vision.align import KEYPOINT_TEMPLATE_FILE, FaceAligner, load_template
     from edge.vision.build import Stages, bundle_stages, detector
+    from edge.vision.embed import TFLiteEmbedder
 
-    stages = bundle_stages(load_bundle(bundle), num_threads=threads, use_edgetpu=False)
+    loaded = load_bundle(bundle)
+    stages = bundle_stages(loaded, num_threads=threads, use_edgetpu=False)
     legacy = load_template(KEYPOINT_TEMPLATE_FILE)
-    before = Stages(detector(model_path(DETECTOR), num_threads=threads), FaceAligner(template=legacy),
-                    stages.embedder)
+    once = TFLiteEmbedder(loaded.embedder_file, num_threads=threads, card=loaded.card, mirror=False)
+    before = Stages(detector(model_path(DETECTOR), num_threads=threads), FaceAligner(template=legacy), once)
     pipes = {FACELOCK: OursAtTheDoor(stages), BEFORE: OursAtTheDoor(before)}
     if peer:
         pipes[PEER] = PeerAtTheDoor()

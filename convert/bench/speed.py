@@ -41,16 +41,17 @@ def _record(times: dict, t0: float, t1: float, t2: float, t3: float, t4: float) 
         times[k].append((b - a) * 1e3)
 
 
-def ours_stages(embedder_path: Path, threads: int, before: bool = False):
+def ours_stages(embedder_path: Path, threads: int, before: bool = False, mirror: bool = False):
     """facelock's stages around an embedder: today's (short-range BlazeFace tried first, full range for the
     faces it misses, the landmark model, the landmark template) or, with `before`, those before the
-    landmark model (short-range BlazeFace, its keypoint template), to time the two on the same frames."""
+    landmark model (short-range BlazeFace, its keypoint template), to time the two on the same frames.
+    `mirror`: embeddings mirror-averaged (two runs of the embedder), as a bundle's card may ask."""
     from edge.models.store import DETECTOR, model_path
     from edge.vision.align import KEYPOINT_TEMPLATE_FILE, FaceAligner, load_template
     from edge.vision.build import Stages, detector, landmarker
     from edge.vision.embed import TFLiteEmbedder
 
-    embedder = TFLiteEmbedder(embedder_path, num_threads=threads)
+    embedder = TFLiteEmbedder(embedder_path, num_threads=threads, mirror=mirror)
     near = detector(model_path(DETECTOR), num_threads=threads)
     if before:
         return Stages(near, FaceAligner(template=load_template(KEYPOINT_TEMPLATE_FILE)), embedder)
@@ -59,11 +60,11 @@ def ours_stages(embedder_path: Path, threads: int, before: bool = False):
 
 
 def time_ours(frames: list[np.ndarray], embedder_path: Path, threads: int, repeat: int, progress: bool,
-              desc: str, before: bool = False) -> dict:
+              desc: str, before: bool = False, mirror: bool = False) -> dict:
     """facelock's per-frame path, stage by stage (`FacePipeline.subject`: the detectors, the landmark model on
     their detections, none `before` it came, the subject; then FaceAligner, the TFLite embedder, the
     matcher)."""
-    pipeline = ours_stages(embedder_path, threads, before).pipeline()
+    pipeline = ours_stages(embedder_path, threads, before, mirror).pipeline()
     aligner, embedder = pipeline.aligner, pipeline.embedder
     matcher = _gallery_matcher(SPEED_GALLERY)
     times = {k: [] for k in STAGES}

@@ -238,7 +238,7 @@ def verify_pairs(opts: ConvertOptions, models: Compressed, int8, held_out: HeldO
     pairs, found = held_out.pairs, held_out.found
     embedders = {"float": KerasEmbedder(opts.model, card=models.card)}
     if models.student is not models.teacher:
-        embedders["pruned float"] = KerasEmbedder(opts.workdir / "pruned.keras")
+        embedders["pruned float"] = KerasEmbedder(opts.workdir / "pruned.keras", mirror=models.card.mirror_average)
     embedders["int8"] = int8
     emb = {name: _embed(m, held_out.chips, name) for name, m in embedders.items()}
     curves, metrics = {}, {}

@@ -40,6 +40,15 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(norms, eps)
 
 
+def mirror_averaged(embed_raw, chips: np.ndarray) -> np.ndarray:
+    """Unit rows of the mean of `embed_raw`'s unit embeddings of the chips and of their mirror images
+    (left and right swapped): the test-time flip a model card's `mirror_average` asks for. A chip and its
+    mirror image give the same embedding, so which way a camera or a photo is flipped does not matter."""
+    plain = l2_normalize(embed_raw(chips))
+    mirror = l2_normalize(embed_raw(np.ascontiguousarray(chips[:, :, ::-1])))
+    return l2_normalize(plain + mirror)
+
+
 def check_chips(chips: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
     """(N, h, w, 3) uint8 chips (one chip (h, w, 3) becomes a batch of one); `size` (h, w): the embedder's."""
     chips = np.asarray(chips)
@@ -58,10 +67,12 @@ class TFLiteEmbedder:
     parameters (the facelock models take pixels with scale 1, zero point -128, which is exact).
 
     The input is RGB pixels 0..255 of a square chip whose size the model's input tensor says; a bundle's
-    model card (`card`) must agree with the tensor on that size and on the embedding dimension."""
+    model card (`card`) must agree with the tensor on that size and on the embedding dimension, and says
+    whether embeddings are mirror-averaged (`mirror`, if given, overrides it: e.g. to time the model alone)."""
 
     def __init__(self, model_path: str | os.PathLike, num_threads: int = 2, edgetpu: bool = False,
-                 require_delegate: bool = False, space: str = "", card: EmbedderCard | None = None):
+                 require_delegate: bool = False, space: str = "", card: EmbedderCard | None = None,
+                 mirror: bool | None = None):
         from edge.vision.interpreter import load_interpreter
 
         self.model_path = Path(model_path)
@@ -85,12 +96,18 @@ class TFLiteEmbedder:
             raise ModelError(f"{self.model_path}: embedder gives {self.dim}-d embeddings, the model card says "
                              f"{card.embedding_dim}")
         self.input_size = (side, side)  # (h, w) of the chips it takes
-        self.name = f"tflite:{self.model_path.name}:{np.dtype(self._in['dtype']).name}"
+        self.mirror = bool(card.mirror_average if card is not None and mirror is None else mirror)
+        self.name = (f"tflite:{self.model_path.name}:{np.dtype(self._in['dtype']).name}"
+                     + ("+mirror" if self.mirror else ""))
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         chips = check_chips(chips, self.input_size)
+        return mirror_averaged(self._run, chips) if self.mirror else l2_normalize(self._run(chips))
+
+    def _run(self, chips: np.ndarray) -> np.ndarray:
+        """The model's raw (N, D) outputs, one invoke per chip."""
         out = np.empty((len(chips), self.dim), dtype=np.float32)
         for i, chip in enumerate(chips):
             (y,) = self.interpreter.run([quantize_input(self._in, chip[None])])
             out[i] = dequantize_output(self._out, y)[0]
-        return l2_normalize(out)
+        return out

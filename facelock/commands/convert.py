@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         sparsity=args.sparsity, epochs=args.epochs, train_faces=args.train_faces,
         calibration=args.calibration, target_far=args.target_far, max_pairs=args.max_pairs, threads=args.threads,
         qat=args.qat, card=CardOptions(input_size=args.input_size, channels=args.channels,
-                                       normalize=args.normalize, template=args.template),
+                                       normalize=args.normalize, template=args.template,
+                                       mirror_average=not args.no_mirror),
         antispoof=spoof,
     )
     if args.quick:
@@ -166,6 +167,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     card.add_argument("--template", metavar="NAME|FILE",
                       help="alignment template: dlib150, arcface112 or facenet160 (scaled to --input-size), or "
                            "a template JSON for that size (default: the preset made for the input size)")
+    card.add_argument("--no-mirror", action="store_true",
+                      help="embed each chip once (default: the mean of the chip's and its mirror image's "
+                           "embeddings, which costs a second run of the embedder per frame and is more accurate; "
+                           "the threshold is chosen the way the bundle says)")
     spoof = p.add_argument_group("anti-spoofing CNN (optional; written into the bundle with its own card)")
     spoof.add_argument("--antispoof", metavar="MODEL.keras", help="a tf_keras anti-spoofing model to bundle, int8")
     spoof.add_argument("--antispoof-crop", type=float, default=1.5, metavar="SCALE",
