@@ -5,8 +5,8 @@
 Prints the CPU (and its SIMD features), then per face width (40/60/80/120/160 px) and variant (clean,
 low light, blur): frames that lose the face and TAR at FAR 1e-2 / 1e-3 against an enrolment photo, for
 facelock (the bundle), facelock before the landmark model (same model, once per chip) and face_recognition,
-all on the same frames in this run; the same-portrait stability figure; and the targets with verdicts. How the frames
-are made and scored: convert/bench/door.py. The same section is `facelock bench`'s section 7.
+all on the same frames in this run; the same-portrait stability figure; and the targets with verdicts. How
+the frames are made and scored: convert/bench/door.py. The same section is `facelock bench`'s section 7.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from convert.bench.scaling import snapshot, time_matches, unit
 from convert.bench.speed import time_ours, time_peer
 from convert.broker import start_broker
 from convert.demo_faces import door_frame, load_portraits
+from edge.models.bundle import load_bundle
 
 
 def door_frames(n: int, seed: int = 0) -> tuple[list[np.ndarray], str]:
@@ -136,8 +137,6 @@ def main() -> int:
     rows, results = [], {}
     stages = ("detect", "landmarks", "align", "embed", "match", "total")
     cell = lambda r, k: "–" if r[k]["median"] is None else f"{r[k]['median']:.2f} / {r[k]['p95']:.2f}"
-    from edge.models.bundle import load_bundle
-
     mirror = load_bundle(bundle).card.mirror_average  # the bundle's embeddings: one run of the embedder or two
     for threads in (1, 2):
         for before in (False, True):

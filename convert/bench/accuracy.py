@@ -1,6 +1,7 @@
 """Section 1, accuracy: ROC curves on the data set's pairs for the peer (face_recognition's pipeline), our
-float Keras port, the pruned float model, int8, int8 mirror-averaged (and the Edge TPU model when a bundle has one and a TPU is
-attached). Embeddings are cached in the work folder, keyed by the model file and the pair images."""
+float Keras port, the pruned float model, int8 once and mirror-averaged (and the Edge TPU model when a
+bundle has one and a TPU is attached). Embeddings are cached in the work folder, keyed by the model file,
+the row and the pair images."""
 
 from __future__ import annotations
 
