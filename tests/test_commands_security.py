@@ -295,10 +295,12 @@ def test_a_replay_is_refused_after_a_restart(secure_broker, tmp_path):
     key_file = _key(tmp_path)
     config = _config(tmp_path, secure_broker.mqtt_options("lock", commands=True, command_key_file=str(key_file)))
     listener = secure_broker.client("admin", [f"{BASE}/reply"])
-    payload = sign(_raw_key(key_file), f"{BASE}/cmd/unlock", {"id": "once"})
     try:
         with running(config, SwitchSource()) as (_, opened):
             _ready(listener, listener)
+            # Signed once the service runs: a first start (no nonce file yet) refuses commands signed more
+            # than a second before it started, and a slow start made that race fail this test.
+            payload = sign(_raw_key(key_file), f"{BASE}/cmd/unlock", {"id": "once"})
             listener.publish(f"{BASE}/cmd/unlock", payload)
             assert _reply(listener, "once")["ok"] and len(opened) == 1
         with running(config, SwitchSource()) as (_, opened):  # the service restarted: the nonce is remembered
