@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from convert.dlib_port import load_keras_model
-from edge.vision.embed import check_chips, l2_normalize, mirror_averaged
+from edge.vision.embed import check_chips, l2_normalize, mirror_averaged, wants_mirror
 
 
 def embedding_space(model) -> str:
@@ -43,7 +43,7 @@ class KerasEmbedder:
         self.input_size = (h, w) if h and w else None  # (h, w) of the chips it takes; None: any
         self.batch_size = batch_size
         # mirror-averaged embeddings when the card says so (`mirror` overrides): edge.vision.embed.mirror_averaged
-        self.mirror = bool(getattr(card, "mirror_average", False) if mirror is None else mirror)
+        self.mirror = wants_mirror(card, mirror)
         self.name = f"keras:{self.model_path.name}" + ("+mirror" if self.mirror else "")
         self.space = embedding_space(self.model)
         # One traced graph: calling the model eagerly per chip costs more than the network itself.

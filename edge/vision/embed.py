@@ -49,6 +49,11 @@ def mirror_averaged(embed_raw, chips: np.ndarray) -> np.ndarray:
     return l2_normalize(plain + mirror)
 
 
+def wants_mirror(card: EmbedderCard | None, mirror: bool | None = None) -> bool:
+    """Whether an embedder mirror-averages: `mirror` if given, else what its model card says (no card: no)."""
+    return bool(mirror) if mirror is not None else bool(card is not None and card.mirror_average)
+
+
 def check_chips(chips: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
     """(N, h, w, 3) uint8 chips (one chip (h, w, 3) becomes a batch of one); `size` (h, w): the embedder's."""
     chips = np.asarray(chips)
@@ -96,7 +101,7 @@ class TFLiteEmbedder:
             raise ModelError(f"{self.model_path}: embedder gives {self.dim}-d embeddings, the model card says "
                              f"{card.embedding_dim}")
         self.input_size = (side, side)  # (h, w) of the chips it takes
-        self.mirror = bool(card.mirror_average if card is not None and mirror is None else mirror)
+        self.mirror = wants_mirror(card, mirror)
         self.name = (f"tflite:{self.model_path.name}:{np.dtype(self._in['dtype']).name}"
                      + ("+mirror" if self.mirror else ""))
 
