@@ -182,6 +182,19 @@ def test_truncated_or_foreign_model_is_a_model_error(detector_path, tmp_path):
         BlazeFaceDetector(other)
 
 
+def test_pixels_quantize_the_same_on_the_fast_path_as_by_the_formula():
+    from edge.vision.interpreter import quantize_input
+
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
+    pixel_model = {"dtype": np.int8, "quantization": (1.0, -128)}  # the facelock embedders' input
+    other = {"dtype": np.int8, "quantization": (0.5, -3)}
+    fast = quantize_input(pixel_model, pixels)
+    assert fast.dtype == np.int8 and fast.shape == pixels.shape
+    assert np.array_equal(fast, quantize_input(pixel_model, pixels.astype(np.float32)))
+    assert np.array_equal(fast.astype(int), pixels.astype(int) - 128)
+    assert np.array_equal(quantize_input(other, pixels), np.clip(np.round(pixels / 0.5 - 3), -128, 127))
+
+
 def test_interpreter_wrapper_runs_and_checks_inputs(detector_path):
     from edge.vision.interpreter import load_interpreter
 

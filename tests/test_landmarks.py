@@ -13,7 +13,7 @@ from edge.errors import ConfigError, ModelError
 from edge.types import Face, Keypoint, Landmark
 from edge.vision.align import TEMPLATE_FILE, AlignTemplate, FaceAligner, load_template, transform_points
 from edge.vision.detect import FULL_RANGE, BlazeFaceDetector, DetectorOptions, ssd_anchors
-from edge.vision.landmarks import FaceLandmarker, LandmarkOptions, detection_roi
+from edge.vision.landmarks import FaceLandmarker, LandmarkOptions, detection_roi, stretch_range
 from edge.vision.pipeline import FacePipeline
 from edge.vision.quality import QualityGate, QualityOptions, select_subject
 
@@ -315,3 +315,14 @@ def test_a_small_face_whose_detection_is_turned_far_gets_a_level_crop(full_range
             assert refined.presence >= 0.5, degrees
             assert np.abs(refined.landmarks - good.landmarks).max() < 1.0, degrees
     assert not_a_face >= 2  # the turned crop alone would have lost the face
+
+
+@pytest.mark.parametrize("shape,spread", [((192, 192, 3), 256), ((192, 192, 3), 7), ((5,), 256), ((1,), 256),
+                                          ((2, 3), 2)])
+def test_the_crop_stretch_reads_the_same_percentiles_as_numpy(shape, spread):
+    rng = np.random.default_rng(sum(shape) + spread)
+    pixels = rng.integers(100, 100 + spread, shape).clip(0, 255).astype(np.uint8)
+    pixels.reshape(-1)[0] = 0  # an outlier the 1st percentile interpolates towards on small crops
+    want = np.percentile(pixels, (1, 99))
+    assert np.allclose(stretch_range(pixels), want, rtol=0, atol=1e-9)
+    assert np.allclose(stretch_range(pixels.astype(np.float32)), want, rtol=0, atol=1e-4)

@@ -64,10 +64,12 @@ def quantize_input(detail: dict, x: np.ndarray) -> np.ndarray:
     """`x` (float pixels, batch included) as the input tensor `detail` takes it: as is for a float model,
     else rounded with the tensor's own scale and zero point (the facelock models: 1 and -128, exact)."""
     dtype = np.dtype(detail["dtype"])
+    scale, zero = detail["quantization"] if dtype != np.float32 else (1.0, 0)
+    if dtype == np.int8 and scale == 1.0 and zero == -128 and np.asarray(x).dtype == np.uint8:
+        return (np.asarray(x) ^ np.uint8(128)).view(np.int8)  # p - 128, exact, without a float copy
     x = np.asarray(x, dtype=np.float32)
     if dtype == np.float32:
         return x
-    scale, zero = detail["quantization"]
     info = np.iinfo(dtype)
     return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 

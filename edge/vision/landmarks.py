@@ -146,6 +146,25 @@ def same_framing(a: np.ndarray, b: np.ndarray, tolerance: float, size: int = INP
     return abs(math.log(scale)) <= tolerance and shift <= tolerance and angle <= 100 * tolerance
 
 
+def stretch_range(pixels: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
+    """The `low` and `high` percentiles of `pixels`, exactly as `np.percentile` gives them (linear
+    interpolation between order statistics). For uint8 pixels they are read off a histogram: sorting the
+    110,592 values of a crop took 1.5 ms on a desktop core, longer than the landmark model's own run."""
+    flat = np.asarray(pixels).reshape(-1)
+    if flat.dtype != np.uint8 or flat.size == 0:
+        lo, hi = np.percentile(flat, (low, high))
+        return float(lo), float(hi)
+    cumulative = np.cumsum(np.bincount(flat, minlength=256))
+    out = []
+    for q in (low, high):
+        rank = q / 100.0 * (flat.size - 1)
+        below = math.floor(rank)
+        # The value at sorted position i is the first v with more than i values <= v.
+        a, b = np.searchsorted(cumulative, [below, min(below + 1, flat.size - 1)], side="right")
+        out.append(float(a) + (rank - below) * float(b - a))
+    return out[0], out[1]
+
+
 def points_from_mesh(mesh: np.ndarray) -> np.ndarray:
     """(5, 2) float32 in `Landmark` order from a (468, >=2) mesh in frame pixels."""
     return np.stack([
@@ -182,11 +201,12 @@ class FaceLandmarker:
     def mesh(self, frame: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, float]:
         """Run the model on the crop `matrix` (frame -> crop) cuts: ((468, 3) mesh in frame pixels, with z
         in the same scale; presence score)."""
-        crop = warp_chip(frame, matrix, INPUT_SIZE).astype(np.float32)
+        pixels = warp_chip(frame, matrix, INPUT_SIZE)
+        crop = pixels.astype(np.float32)
         # The model's input is [0, 1]; a dark porch fills a tenth of it. Stretching the crop's 1st-99th
         # percentile to the full range keeps more faces at dusk (40-px faces at a quarter of the light:
         # 11.5% lost -> 8%; no change on well-lit ones). The chip the embedder sees is not touched.
-        lo, hi = np.percentile(crop, (1, 99))
+        lo, hi = stretch_range(pixels)
         x = np.clip((crop - np.float32(lo)) * np.float32(1.0 / max(float(hi - lo), 1.0)), 0.0, 1.0)[None]
         outputs = self.model.run([x])
         raw = outputs[self._mesh_out].reshape(NUM_MESH_POINTS, 3).astype(np.float64)
