@@ -46,10 +46,12 @@ def closed_eyes(m):
 
 
 def attempt(mesh, judge, answer, seed=0, face_px=80, reaction_s=0.6, degrees=18.0, speed=40.0, frames=60,
-            options=None):
+            options=None, pose_limit=None):
     """One attempt at the door: a still face until the lock asks, then `answer(asked)` (a move name, "blink
-    twice", or None: do nothing) after `reaction_s`, turning at `speed` degrees/s up to `degrees`. Returns
-    (the decision that ended the attempt or the last one, what was asked, when)."""
+    twice", or None: do nothing) after `reaction_s`, turning at `speed` degrees/s up to `degrees`. A head
+    turned more than `pose_limit` degrees fails the quality gates on pose alone: it is not matched, only its
+    sample goes to the decider (as FacePipeline.process gives it). Returns (the decision that ended the
+    attempt or the last one, what was asked, when)."""
     rng = np.random.default_rng(seed)
     scale = face_px / np.ptp(mesh[:, 0])
     d = Decider(options or DecideOptions(state_path="/nonexistent/unused"), liveness=judge)
@@ -66,7 +68,8 @@ def attempt(mesh, judge, answer, seed=0, face_px=80, reaction_s=0.6, degrees=18.
         m = head(mesh, yaw + rng.normal(0, 0.3), pitch + rng.normal(0, 0.3), scale=scale)
         if doing == "blink_twice" and round(since * FPS) in (1, 5):
             m = closed_eyes(m)
-        decision = d.update(vote(), now, jittered(m, rng))
+        turned = pose_limit is not None and max(abs(yaw), abs(pitch)) > pose_limit
+        decision = d.update(None if turned else vote(), now, jittered(m, rng))
         if decision.liveness is not None and decision.liveness.asked is not None:
             assert asked is None, "one challenge per attempt"
             asked, asked_at = decision.liveness.asked.action, now
@@ -110,6 +113,24 @@ def test_the_owner_who_answers_is_let_in(mesh, seed):
     assert decision.outcome is Outcome.ACCEPT, decision.reason
     assert decision.liveness.check == "challenge" and "live (challenge)" in decision.reason
     assert decision.time - asked_at <= 0.6 + 1.0  # reaction, then ~11 degrees at 40 degrees/s
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_an_owner_who_turns_past_the_pose_gates_and_holds_it_is_let_in(mesh, seed):
+    # Asked to turn, people overshoot: 40 degrees, held, past a 12-degree gate (the lock's is 30 degrees,
+    # from a frontal start; a head that starts turned gets there sooner). Those frames are not recognised,
+    # but they answer the challenge and keep the attempt going (it would end after attempt_gap_s).
+    judge = ChallengeJudge(ChallengeOptions(actions=tuple(TARGET)), rng=random.Random(seed))
+    decision, asked, asked_at = attempt(mesh, judge, lambda a: a, seed=seed, degrees=40.0, pose_limit=12.0)
+    assert asked in TARGET
+    assert decision.outcome is Outcome.ACCEPT, decision.reason
+    assert decision.time - asked_at <= 0.6 + 1.0
+    # The same frames while no liveness is pending are gaps: they start and extend nothing.
+    d = Decider(DecideOptions(state_path="/nonexistent/unused"), liveness=ChallengeJudge(ChallengeOptions()))
+    sample = sample_from_mesh(head(mesh, 40.0, 0.0))
+    assert d.update(None, 0.0, sample).outcome is Outcome.IDLE
+    assert d.update(vote(), 0.1, sample).outcome is Outcome.PENDING
+    assert d.update(None, 0.2, sample).reason == "no usable face this frame"
 
 
 def test_the_draw_covers_every_action_and_is_unpredictable_by_default(mesh):

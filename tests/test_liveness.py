@@ -208,6 +208,25 @@ def test_an_attempt_that_never_shows_life_ends_as_a_reject_that_says_so(mesh):
 
 
 
+def test_a_face_failing_only_the_pose_gates_gives_a_liveness_sample_and_no_embedding(stages, portraits):
+    """A head turned past the yaw limit is not recognised, but its mesh is what a challenge reads; a face
+    that fails another gate too (here: size) gives nothing."""
+    from edge.vision.align import FaceAligner
+    from edge.vision.pipeline import FacePipeline
+    from edge.vision.quality import YAW, QualityGate, QualityOptions
+
+    detector, landmarker = stages
+    frame = cv2.resize(portraits[0], (640, 480))
+    for options, sampled in [(QualityOptions(max_yaw_deg=0.01, max_roll_deg=0.01), True),
+                             (QualityOptions(max_yaw_deg=0.01, min_face_px=1000), False)]:
+        pipeline = FacePipeline(detector, FaceAligner(landmarker=landmarker), Embedder(), QualityGate(options),
+                                landmarker=landmarker, liveness=LivenessCheck())
+        a = pipeline.process(frame)
+        assert a.face is not None and not a.usable and a.embedding is None and YAW in a.quality.failures
+        assert a.quality.pose_only is sampled and (a.liveness is not None) is sampled, a.quality.reason
+        assert ("liveness" in a.times.extra) is sampled
+
+
 def test_a_photo_held_up_and_tilted_is_refused_end_to_end(stages, portraits, tmp_path):
     """The owner's portrait as a print, tilted up to 25 degrees each way and drifting, in front of the real
     detector and landmark model: the pipeline recognises the owner in every frame, and without the

@@ -335,7 +335,7 @@ def score(pipeline, seq: Sequence, person: str) -> Scored:
     for frame, centre in zip(seq.frames, seq.centres):
         a = pipeline.process(frame)
         placed += a.face is not None and bool(np.hypot(*(np.asarray(a.face.center) - centre)) <= seq.width_px / 2)
-        trace.append((a.match if a.usable else None, a.liveness if a.usable else None))
+        trace.append((a.match if a.usable else None, a.liveness))
     return Scored(seq.kind, person, seq.width_px, len(seq.frames), placed, tuple(trace))
 
 

@@ -77,7 +77,7 @@ def play(pipeline, photo: np.ndarray, mesh: np.ndarray, person: str, kind: str, 
             made = move
         frame, _ = head.render((yaw, pitch, 0.0), t, 0.9 + 0.1 * i / n, False, rng)
         a = pipeline.process(frame)
-        out = decider.update(a.match if a.usable else None, t, a.liveness if a.usable else None)
+        out = decider.update(a.match if a.usable else None, t, a.liveness)
         if out.liveness is not None and out.liveness.asked is not None:
             asked, asked_at = out.liveness.asked.action, t
         if out.outcome is Outcome.ACCEPT:

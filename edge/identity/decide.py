@@ -23,6 +23,8 @@ once P has the votes, live -> ACCEPT; attack suspected -> the attempt fails as A
 REJECT, naming the check); failed (a challenge not answered) -> a REJECT that says why; undecided ->
 PENDING until more frames come (P's frames go on to the judge for `window_s` after P last had the votes;
 an attempt that ends so is a REJECT that says why). A challenge asked rides on its PENDING (`liveness.asked`).
+While P's liveness is pending, a frame whose face failed only the pose gates (a head turned to answer) gives
+`update(None, now, sample)`: no vote, but it goes on in P's run and keeps the attempt going.
 
 **Cooldown.** After P is accepted, frames voting for P are ignored for `cooldown_s` (P is still in front of
 the door; that is neither a new unlock nor a failed attempt). Other faces are decided as usual.
@@ -35,9 +37,9 @@ accept also forgets earlier failures. Decisions carry `LockoutEvent`s: "lockout"
 "unlock_allowed" on the first frame after it ends. The back-off is computed without overflow at any level
 (`edge.identity.lockout_store.backoff_s`).
 
-**Restarts.** With a `LockoutStore` (edge.identity.lockout_store) the failures, the level and the lockout
-in force are saved on every change and restored when the Decider is made, so a crash, a restart or a power
-cut gives an attacker no fresh attempts. Without one (tests, benchmarks) that state lives in memory.
+**Restarts.** With a `LockoutStore` (edge.identity.lockout_store) the failures, the level and the lockout in
+force are saved on every change and restored when the Decider is made: a crash, a restart or a power cut
+gives an attacker no fresh attempts. Without one (tests, benchmarks) that state lives in memory.
 """
 
 from __future__ import annotations
@@ -48,7 +50,14 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Protocol
 
-from edge.identity.lockout_store import LockoutState, LockoutStore, backoff_s
+from edge.identity.lockout_store import (
+    LOCKOUT,
+    UNLOCK_ALLOWED,
+    LockoutEvent,
+    LockoutState,
+    LockoutStore,
+    backoff_s,
+)
 from edge.identity.match import Match
 from edge.options import DAY_S, HOUR_S, MAX_COUNT, WEEK_S, check
 from edge.types import LivenessState, LivenessVerdict
@@ -72,9 +81,6 @@ class LivenessJudge(Protocol):
     def judge(self, samples: list[Any], now: float) -> LivenessVerdict: ...
 
     def new_attempt(self) -> None: ...
-
-
-LOCKOUT, UNLOCK_ALLOWED = "lockout", "unlock_allowed"
 
 
 @dataclass(frozen=True)
@@ -136,16 +142,6 @@ class DecideOptions:
             ("lockout_reset_s", 0 < self.lockout_reset_s <= WEEK_S, "0 < seconds <= 604800 (a week)"),
             ("state_path", "\0" not in self.state_path, "a path without NUL characters"),
         ])
-
-
-@dataclass(frozen=True)
-class LockoutEvent:
-    kind: str  # LOCKOUT or UNLOCK_ALLOWED
-    time: float  # monotonic seconds
-    until: float  # when the lockout ends (for UNLOCK_ALLOWED: when it ended)
-    duration_s: float
-    level: int  # 1 for the first lockout, 2 for the next (longer) one, ...
-    failures: int  # failed attempts that led to it
 
 
 @dataclass(frozen=True)
@@ -311,15 +307,21 @@ class Decider:
 
     def _frame(self, match: Match | None, now: float, sample: Any = None) -> Decision:
         o = self.options
-        if match is None:
+        # A head turned past the pose gates while P's liveness is pending (answering a challenge): no vote,
+        # but its mesh goes on in P's run and the attempt goes on (the same face; the run checks that).
+        turned = match is None and sample is not None and self._liveness_for is not None
+        if match is None and not turned:
             if self._attempt_start is None:
                 return Decision(Outcome.IDLE, now, reason="no face")
             self._evidence.append((None, None))  # a gap: the liveness run starts afresh
-            best, score = self._attempt_best_or_none()
-            return Decision(Outcome.PENDING, now, best, score, "no usable face this frame",
-                            attempt_frames=self._attempt_frames)
+            best, top = self._attempt_best
+            return Decision(Outcome.PENDING, now, best, top if best is not None else None,
+                            "no usable face this frame", attempt_frames=self._attempt_frames)
+        person, score = (self._liveness_for, None) if match is None else (match.person, match.score)
         vote: str | None = None
-        if match.person is None:
+        if match is None:
+            why = f"{person}: head turned past the pose gates (no vote)"
+        elif match.person is None:
             why = "vetoed by negative examples: " + ", ".join(match.vetoed) if match.vetoed else "no candidate"
         elif match.score < o.threshold:
             why = f"{match.person} {match.score:.3f} below threshold {o.threshold:g}"
@@ -338,13 +340,14 @@ class Decider:
             self._attempt_start = now
         self._attempt_last = now
         self._attempt_frames += 1
-        if match.person is not None and match.score > self._attempt_best[1]:
-            self._attempt_best = (match.person, match.score)
-        self._votes.append((now, vote, match.score))
-        self._evidence.append((match.person, sample))
+        if match is not None:
+            if match.person is not None and match.score > self._attempt_best[1]:
+                self._attempt_best = (match.person, match.score)
+            self._votes.append((now, vote, match.score))
+        self._evidence.append((person, sample))
         recent = [(t, p, s) for t, p, s in self._votes if t > now - o.window_s]
         # Liveness pending: P's frames (a head turned to answer may match below the bar) go on to the judge
-        who = vote if vote is not None else (match.person if match.person == self._liveness_for else None)
+        who = vote if vote is not None else (person if person == self._liveness_for else None)
         if who is not None:
             scores = [s for _, p, s in recent if p == who]
             if len(scores) >= o.k:
@@ -358,10 +361,10 @@ class Decider:
                 self._verdict = verdict  # (an attempt too short to count gives None: not accepted either)
                 outcome = Outcome.ATTACK if verdict.state is LivenessState.ATTACK else Outcome.REJECT
                 return self._fail_attempt(now, f"{verdict.check}: {verdict.reason}", outcome) or \
-                    Decision(Outcome.PENDING, now, who, match.score, verdict.reason, liveness=verdict)
+                    Decision(Outcome.PENDING, now, who, score, verdict.reason, liveness=verdict)
             if verdict is not None and verdict.state is LivenessState.UNDECIDED:
                 self._verdict, self._liveness_for = verdict, who  # for the REJECT, should the attempt end so
-                return Decision(Outcome.PENDING, now, who, match.score, f"{who}: waiting for liveness "
+                return Decision(Outcome.PENDING, now, who, score, f"{who}: waiting for liveness "
                                 f"({verdict.check}: {verdict.reason})", attempt_frames=self._attempt_frames,
                                 liveness=verdict)
             if verdict is not None:
@@ -380,7 +383,7 @@ class Decider:
             why = f"{who}: {len(scores)}/{o.k} votes"
             if rivals:
                 why += f", but {', '.join(rivals)} also voted among the last {o.n} frames"
-        return Decision(Outcome.PENDING, now, match.person, match.score if match.person else None, why,
+        return Decision(Outcome.PENDING, now, person, score if person else None, why,
                         attempt_frames=self._attempt_frames)
 
     def _live(self, person: str, now: float) -> LivenessVerdict:
@@ -388,10 +391,6 @@ class Decider:
         if self.liveness is None:
             return LivenessVerdict(LivenessState.LIVE, "off", "no liveness check")
         return self.liveness.judge([s if p == person else None for p, s in self._evidence], now)
-
-    def _attempt_best_or_none(self) -> tuple[str | None, float | None]:
-        best, score = self._attempt_best
-        return (best, score) if best is not None else (None, None)
 
 
 def _with_events(decision: Decision, events: list[LockoutEvent]) -> Decision:

@@ -66,6 +66,19 @@ def default_lockout_path() -> Path:
     return Path(state) / "facelock" / "lockout.json"
 
 
+LOCKOUT, UNLOCK_ALLOWED = "lockout", "unlock_allowed"  # the kinds of LockoutEvent
+
+
+@dataclass(frozen=True)
+class LockoutEvent:
+    kind: str  # LOCKOUT or UNLOCK_ALLOWED
+    time: float  # monotonic seconds
+    until: float  # when the lockout ends (for UNLOCK_ALLOWED: when it ended)
+    duration_s: float
+    level: int  # 1 for the first lockout, 2 for the next (longer) one, ...
+    failures: int  # failed attempts that led to it
+
+
 @dataclass(frozen=True)
 class LockoutState:
     """What of the Decider must outlive the process, in the Decider's own (monotonic) seconds."""

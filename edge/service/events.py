@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 
 from edge.errors import FacelockError
-from edge.identity.decide import LOCKOUT, Outcome
+from edge.identity.decide import Outcome
+from edge.identity.lockout_store import LOCKOUT
 from edge.mqtt.messages import RecognitionEvent
 from edge.service.stats import StageStats
 

@@ -1,6 +1,7 @@
 """The per-frame path: detect -> landmarks (confirm and refine) -> pick the subject -> quality gates ->
 liveness sample -> align -> embed (-> match). The liveness verdict is the decider's, over an attempt's
-frames (edge.identity.decide): here each usable frame only gives its sample (edge.vision.liveness).
+frames (edge.identity.decide): here each usable frame only gives its sample (edge.vision.liveness), and so
+does a face that failed only the pose gates (a head turned to answer a challenge; it is not embedded).
 
 `FacePipeline.subject(frame)` is the one rule for which face a frame is about, shared by the lock
 (`process`), enrolment (`embed_image`) and `facelock embed`: with a landmark model, only detections the
@@ -73,7 +74,7 @@ class FrameAnalysis:
     embedding: np.ndarray | None  # (D,) float32, unit length
     times: StageTimes
     match: Any = None  # edge.identity.match.Match when the pipeline has a matcher
-    liveness: Any = None  # edge.vision.liveness.LivenessSample of a usable frame, with a liveness stage
+    liveness: Any = None  # edge.vision.liveness.LivenessSample (a usable face, or one failing only the pose gates)
 
     @property
     def usable(self) -> bool:
@@ -175,7 +176,15 @@ class FacePipeline:
         verdict = self.quality.check(frame, face) if face is not None else None
         extra["quality"] = found.select_ms + _ms(t)
         if face is None or not verdict.ok:
-            return FrameAnalysis(faces, face, verdict, None, None, StageTimes(detect=found.detect_ms, extra=extra))
+            sample = None
+            if face is not None and verdict.pose_only and self.liveness is not None:
+                # Not recognised, but a head turned past the gates may be answering a challenge: its mesh
+                # goes to the liveness judge (the decider gives it no vote).
+                t = time.monotonic()
+                sample = self.liveness.sample(face, frame, ir)
+                extra["liveness"] = _ms(t)
+            return FrameAnalysis(faces, face, verdict, None, None, StageTimes(detect=found.detect_ms, extra=extra),
+                                 liveness=sample)
         sample = None
         if self.liveness is not None:
             t = time.monotonic()

@@ -105,6 +105,12 @@ class QualityVerdict:
     yaw_deg: float
     roll_deg: float
 
+    @property
+    def pose_only(self) -> bool:
+        """Whether the face failed only the pose gates (YAW, ROLL): a whole, sharp face turned too far to
+        recognise, as a head answering a liveness challenge may be."""
+        return bool(self.failures) and set(self.failures) <= {YAW, ROLL}
+
 
 def selection_scores(faces: list[Face] | tuple[Face, ...], frame_shape: tuple[int, ...],
                      center_weight: float = QualityOptions.center_weight) -> np.ndarray:
