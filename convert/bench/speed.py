@@ -189,6 +189,7 @@ def speed(opts: BenchOptions, ds: DataSet, conv: Conversion, peer_ok: bool) -> d
     from convert.bench import door
     from convert.demo_faces import door_frame
     from edge.images import read_image_rgb
+    from edge.models.bundle import load_bundle
 
     files = speed_frames(ds, opts.frames)
     # What a door camera sees: each photo on a 640x480 doorway (as in `make demo` and edge_targets.py).
@@ -196,17 +197,22 @@ def speed(opts: BenchOptions, ds: DataSet, conv: Conversion, peer_ok: bool) -> d
     frames = [door_frame(read_image_rgb(f), rng) for f in files]
     small = [door.door_frame(read_image_rgb(f), SMALL_FACE_PX, rng)[0] for f in files]
     float_path, int8_path = conv.workdir / "embedder_float.tflite", conv.bundle / "embedder.tflite"
+    # The bundle's pipeline embeds as its model card says (chip and mirror image: two runs); before, once.
+    mirror = load_bundle(conv.bundle).card.mirror_average
+    tag = ", mirror-averaged" if mirror else ""
     rows = []
     for threads in opts.threads:
         for label, path in (("float TFLite", float_path), (f"int8 ({conv.sparsity:.0%} sparse)", int8_path)):
-            rows.append({"pipeline": f"facelock, {label}", "threads": threads,
-                         **time_ours(frames, path, threads, opts.repeat, opts.progress, f"{label} {threads}t")})
+            rows.append({"pipeline": f"facelock, {label}{tag}", "threads": threads,
+                         **time_ours(frames, path, threads, opts.repeat, opts.progress, f"{label} {threads}t",
+                                     mirror=mirror)})
         rows.append({"pipeline": f"facelock before landmarks, int8 ({conv.sparsity:.0%} sparse)", "threads": threads,
                      **time_ours(frames, int8_path, threads, opts.repeat, opts.progress, f"before {threads}t",
                                  before=True)})
         # At door distance (faces 40 px wide): what a small face costs (the landmark model's extra crops).
-        rows.append({"pipeline": f"facelock, int8, {SMALL_FACE_PX}-px faces", "threads": threads,
-                     **time_ours(small, int8_path, threads, opts.repeat, opts.progress, f"40 px {threads}t")})
+        rows.append({"pipeline": f"facelock, int8{tag}, {SMALL_FACE_PX}-px faces", "threads": threads,
+                     **time_ours(small, int8_path, threads, opts.repeat, opts.progress, f"40 px {threads}t",
+                                 mirror=mirror)})
     if peer_ok:
         rows.append({"pipeline": PEER, "threads": 1, **time_peer(frames, opts.repeat, opts.progress)})
     size_rows = model_sizes(conv)
