@@ -175,21 +175,16 @@ class FacePipeline:
         t = time.monotonic()
         verdict = self.quality.check(frame, face) if face is not None else None
         extra["quality"] = found.select_ms + _ms(t)
-        if face is None or not verdict.ok:
-            sample = None
-            if face is not None and verdict.pose_only and self.liveness is not None:
-                # Not recognised, but a head turned past the gates may be answering a challenge: its mesh
-                # goes to the liveness judge (the decider gives it no vote).
-                t = time.monotonic()
-                sample = self.liveness.sample(face, frame, ir)
-                extra["liveness"] = _ms(t)
-            return FrameAnalysis(faces, face, verdict, None, None, StageTimes(detect=found.detect_ms, extra=extra),
-                                 liveness=sample)
         sample = None
-        if self.liveness is not None:
+        # A head turned past the pose gates is not recognised, but it may be answering a challenge: its mesh
+        # goes to the liveness judge too (the decider gives it no vote).
+        if face is not None and (verdict.ok or verdict.pose_only) and self.liveness is not None:
             t = time.monotonic()
             sample = self.liveness.sample(face, frame, ir)
             extra["liveness"] = _ms(t)
+        if face is None or not verdict.ok:
+            return FrameAnalysis(faces, face, verdict, None, None, StageTimes(detect=found.detect_ms, extra=extra),
+                                 liveness=sample)
         t = time.monotonic()
         aligned = self.aligner.align(frame, face)
         t_align = _ms(t)
