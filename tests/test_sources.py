@@ -61,6 +61,19 @@ def test_folder_loop_and_pacing(folder):
     assert gaps.min() >= 1 / 50 - 0.005
 
 
+def test_a_late_wake_up_never_squeezes_two_frames_closer_than_the_rate(folder, monkeypatch):
+    """A loaded board oversleeps: the pacer used to aim each frame at the time the previous one was due,
+    so the frame after a late one came early (7 ms apart at 50 fps here). Every sleep here is 15 ms late."""
+    from edge.device import sources
+
+    real_sleep = time.sleep
+    monkeypatch.setattr(sources.time, "sleep", lambda s: real_sleep(s + 0.015))
+    src = open_source(SourceOptions(kind="folder", uri=str(folder), fps=50, loop=True))
+    frames = list(itertools.islice(src.frames(), 6))
+    gaps = np.diff([f.timestamp for f in frames])
+    assert gaps.min() >= 1 / 50, gaps
+
+
 def test_folder_errors(tmp_path):
     with pytest.raises(SourceError, match="no images"):
         open_source(SourceOptions(kind="folder", uri=str(tmp_path)))

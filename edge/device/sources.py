@@ -101,19 +101,24 @@ def picamera_to_rgb(array: np.ndarray, fmt: str) -> np.ndarray:
 
 
 class _Pacer:
-    """Sleeps so that successive frames are at least 1/fps apart (monotonic clock)."""
+    """Sleeps so that successive frames are at least 1/fps apart (monotonic clock). `wait` returns the time
+    it ended, which is the frame's timestamp: the next frame is due a period after it, not after the time it
+    was due, so a late wake-up (a loaded board oversleeps by milliseconds) delays the replay and never
+    squeezes two frames closer than the rate says."""
 
     def __init__(self, fps: float):
         self.period = 1.0 / fps if fps > 0 else 0.0
         self.next = time.monotonic()
 
-    def wait(self) -> None:
-        if not self.period:
-            return
+    def wait(self) -> float:
         now = time.monotonic()
+        if not self.period:
+            return now
         if self.next > now:
             time.sleep(self.next - now)
-        self.next = max(self.next, now) + self.period
+            now = time.monotonic()
+        self.next = now + self.period
+        return now
 
 
 class FrameSource:
@@ -175,8 +180,7 @@ class FolderSource(FrameSource):
                 if image is None:
                     continue
                 good += 1
-                pacer.wait()
-                yield Frame(image, time.monotonic(), index, path.name)
+                yield Frame(image, pacer.wait(), index, path.name)
                 index += 1
             if not good:
                 raise SourceError(f"image folder {self.path}: none of its {len(self.files)} images could be decoded")
@@ -256,8 +260,7 @@ class OpenCVSource(FrameSource):
                 log.warning("%s: frame %d skipped: %s %s is not a BGR, BGRA or grey image", self.label, index,
                             getattr(bgr, "shape", None), getattr(bgr, "dtype", type(bgr).__name__))
                 continue
-            pacer.wait()
-            yield Frame(rgb, time.monotonic(), index, self.label)
+            yield Frame(rgb, pacer.wait(), index, self.label)
             index += 1
 
     def close(self) -> None:
