@@ -40,6 +40,31 @@ def auth_listener(folder: Path, users: dict[str, str], acl: str) -> list[str]:
     return ["allow_anonymous false", f"password_file {passwd}", f"acl_file {folder / 'acl'}"]
 
 
+DYNSEC_PLUGIN = next(iter(sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so"))), None)
+
+
+def dynsec_listener(folder: Path, denied_subscriptions: list[str]) -> list[str]:
+    """Listener lines for Mosquitto's dynamic-security plugin, anonymous clients allowed everything except
+    subscribing to `denied_subscriptions`. Unlike an acl_file (whose SUBACK grants a subscription that it
+    then delivers nothing to), the plugin refuses such a SUBSCRIBE with reason code 0x87, as EMQX and
+    HiveMQ do. `write_dynsec` rewrites the rules; a restart applies them."""
+    write_dynsec(folder, denied_subscriptions)
+    return ["allow_anonymous true", f"plugin {DYNSEC_PLUGIN}", f"plugin_opt_config_file {folder / 'dynsec.json'}"]
+
+
+def write_dynsec(folder: Path, denied_subscriptions: list[str]) -> None:
+    import json
+
+    acls = [{"acltype": "subscribePattern", "topic": t, "priority": 0, "allow": False} for t in denied_subscriptions]
+    everything = {"publishClientSend": True, "publishClientReceive": True, "subscribe": True, "unsubscribe": True}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dynsec.json").write_text(json.dumps({
+        "defaultACLAccess": everything, "clients": [], "anonymousGroup": "doors",
+        "groups": [{"groupname": "doors", "roles": [{"rolename": "door"}]}],
+        "roles": [{"rolename": "door", "acls": acls}]}))
+    (folder / "dynsec.json").chmod(0o644)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

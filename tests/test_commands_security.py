@@ -95,9 +95,9 @@ def running(config, source):
     thread = threading.Thread(target=service.run)
     thread.start()
     deadline = time.monotonic() + 10
-    while not (service.link is not None and service.link.connected) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert service.link is not None and service.link.connected, "the service did not connect"
+    while not (service.link is not None and service.link.subscribed) and time.monotonic() < deadline:
+        time.sleep(0.05)  # subscribed: a command published before the SUBACK would simply be lost
+    assert service.link is not None and service.link.subscribed, "the service did not connect and subscribe"
     try:
         yield service, opened
     finally:

@@ -16,7 +16,16 @@ import threading
 import time
 
 import pytest
-from mqtt_broker import MOSQUITTO, Broker, Subscriber, auth_listener, free_port
+from mqtt_broker import (
+    DYNSEC_PLUGIN,
+    MOSQUITTO,
+    Broker,
+    Subscriber,
+    auth_listener,
+    dynsec_listener,
+    free_port,
+    write_dynsec,
+)
 from test_mqtt_tls import _openssl, tls_broker  # noqa: F401  (the TLS broker fixture)
 from test_service import FakeAligner, FakeDetector, FakeEmbedder, ListSource, _config, _relay
 
@@ -109,7 +118,8 @@ def test_acl_denied_events_stay_until_the_acl_is_fixed(acl_broker, tmp_path, cap
         refused = link.refused[EVENT]
         assert refused["reason"] == "Not authorized"
         assert 2 <= refused["count"] <= 30, refused  # retried, but not in a busy loop
-        assert delivery_state(link.outbox, link) == {"refused": {EVENT: refused}, "outbox_dropped": 0}
+        assert delivery_state(link.outbox, link) == {"refused": {EVENT: refused}, "subscriptions_refused": {},
+                                                  "outbox_dropped": 0}
         warned = _lines(caplog, f"refused a publish on {EVENT}")
         assert len(warned) == 1, warned  # once per topic and reason, not per event or retry
         assert "Not authorized (0x87)" in warned[0] and f"127.0.0.1:{acl_broker.port}" in warned[0]
@@ -162,6 +172,40 @@ def test_a_refused_direct_publish_is_reported_with_its_topic(acl_broker, tmp_pat
         assert len(lines) == 1 and "not retried" in lines[0]
     finally:
         link.close(flush_timeout=1)
+
+
+@pytest.mark.skipif(DYNSEC_PLUGIN is None, reason="needs Mosquitto's dynamic-security plugin (Debian's mosquitto)")
+def test_a_refused_subscription_is_reported_and_cleared_once_the_broker_allows_it(tmp_path, caplog):
+    """A broker that refuses a subscription of the lock's (its commands, Home Assistant's status) used to
+    leave it missing every message there without a word: MQTT 5's SUBACK says 0x87, and now so do the log
+    and the retained state, until the broker allows it and the next connection's SUBACK grants it."""
+    caplog.set_level(logging.INFO)
+    status = "homeassistant/status"
+    folder = tmp_path / "dynsec-broker"
+    broker = Broker(folder, listener=dynsec_listener(folder, [status]))
+    broker.start()
+    options = MqttOptions(host="127.0.0.1", port=broker.port, device_id=DEVICE, reconnect_min_s=1.0,
+                          reconnect_max_s=1.0)
+    link = MqttLink(options, Outbox(OutboxOptions(path=str(tmp_path / "outbox.db"), fsync=False)))
+    link.subscriptions[status] = lambda payload: None
+    link.start()
+    try:
+        assert link.wait_subscribed(10)
+        assert link.subscriptions_refused == {status: "Not authorized (0x87)"}
+        assert delivery_state(link.outbox, link)["subscriptions_refused"] == {status: "Not authorized (0x87)"}
+        lines = _lines(caplog, f"refused the subscription to {status}", logging.ERROR)
+        assert len(lines) == 1 and f"topic read {status}" in lines[0], lines
+        assert f"127.0.0.1:{broker.port}" in lines[0]
+        version = link.subscription_version
+
+        write_dynsec(folder, [])
+        broker.restart()
+        assert _wait(lambda: link.subscribed and link.subscriptions_refused == {}, 30), link.subscriptions_refused
+        assert link.subscription_version != version  # the service publishes its state again
+        assert _lines(caplog, f"accepts the subscription to {status} again", logging.INFO)
+    finally:
+        link.close(flush_timeout=1)
+        broker.stop()
 
 
 def test_the_service_state_and_stats_show_the_refusal(acl_broker, tmp_path):

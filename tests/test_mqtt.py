@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 def _link(broker, tmp_path, **kw) -> MqttLink:
     options = MqttOptions(host="127.0.0.1", port=broker.port, device_id="t1", reconnect_max_s=1.0, **kw)
     link = MqttLink(options, Outbox(OutboxOptions(path=str(tmp_path / "outbox.db"), fsync=False))).start()
-    assert link.wait_connected(10)
+    assert link.wait_subscribed(10)  # connected, and its commands subscription is in place
     return link
 
 

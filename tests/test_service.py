@@ -169,8 +169,8 @@ def test_commands_remove_unknown_and_known(secure_broker, tmp_path):
     thread.start()
     try:
         deadline = time.monotonic() + 10
-        while not (service.link is not None and service.link.connected) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while not (service.link is not None and service.link.subscribed) and time.monotonic() < deadline:
+            time.sleep(0.05)  # subscribed: a command published before the SUBACK would simply be lost
         sub.publish("facelock/svc/cmd/remove", sign(key, "facelock/svc/cmd/remove", {"name": "mallory", "id": "1"}))
         sub.publish("facelock/svc/cmd/remove", b'{"name": 7}')
         sub.publish("facelock/svc/cmd/remove", os.urandom(300))

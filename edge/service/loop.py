@@ -99,7 +99,7 @@ class Service:
         self._watchdog: float | None = None
         self._last_watchdog = self._last_stats = self._state_at = 0.0
         self._published_unlocked = False
-        self._published_delivery = (0, 0)  # delivery_version of the last state published
+        self._published_delivery = (0, 0, 0)  # delivery_version of the last state published
 
     # -- construction ----------------------------------------------------------------------------------------
 

@@ -54,9 +54,11 @@ def stage_dict(times) -> dict[str, float]:
 
 
 def delivery_state(outbox, link) -> dict[str, Any]:
-    """For the retained state: topics the broker refuses now ({topic: {"reason", "count"}}; the refused
-    events wait in the outbox) and the events dropped at the outbox cap since it was created."""
-    return {"refused": link.refused, "outbox_dropped": outbox.dropped}
+    """For the retained state: topics the broker refuses publishes on now ({topic: {"reason", "count"}}; the
+    refused events wait in the outbox), subscriptions it refused ({topic: reason}: commands that cannot
+    arrive) and the events dropped at the outbox cap since it was created."""
+    return {"refused": link.refused, "subscriptions_refused": dict(link.subscriptions_refused),
+            "outbox_dropped": outbox.dropped}
 
 
 def delivery_stats(outbox, link) -> dict[str, Any]:
@@ -66,6 +68,6 @@ def delivery_stats(outbox, link) -> dict[str, Any]:
             "refused_total": link.refusals.total, **link.connection.summary()}
 
 
-def delivery_version(outbox, link) -> tuple[int, int]:
+def delivery_version(outbox, link) -> tuple[int, int, int]:
     """Changes when `delivery_state` does: the state is published again then."""
-    return link.refusals.version, outbox.dropped
+    return link.refusals.version, link.subscription_version, outbox.dropped
