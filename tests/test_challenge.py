@@ -326,6 +326,46 @@ def test_the_service_asks_over_mqtt_and_the_owner_who_answers_is_let_in(broker, 
     sub.close()
 
 
+def test_a_challenge_nobody_can_hear_is_refused_at_its_deadline_and_says_why(stages, mesh, portraits, tmp_path,
+                                                                            caplog):
+    """The broker is away and there is no indicator: the lock still fails closed (skipping the challenge
+    would let a replay in by cutting the Wi-Fi), and the log says the challenge could not be heard instead
+    of leaving it to look like an owner who did not answer."""
+    import logging
+
+    from mqtt_broker import free_port
+    from test_landmarks import Embedder
+
+    from edge.identity.gallery import Gallery
+    from edge.service.config import default_config
+    from edge.service.loop import Service
+    from edge.vision.align import FaceAligner
+    from edge.vision.build import Stages
+
+    class Nobody:  # no broker, so nothing is ever heard
+        def on(self, topic):
+            return []
+
+    detector, landmarker = stages
+    components = Stages(detector, FaceAligner(landmarker=landmarker), Embedder(), landmarker)
+    person = AnsweringPerson(portraits[0], mesh, Nobody(), "facelock/door/challenge")
+    with Gallery(tmp_path / "gallery.db") as g:
+        g.enroll("owner", components.pipeline().embed_image(person.frame((0, 0, 0), 0))[None])
+    c = default_config().replace("gallery", path=str(tmp_path / "gallery.db"))
+    c = c.replace("outbox", path=str(tmp_path / "outbox.db"), fsync=False)
+    c = c.replace("mqtt", host="127.0.0.1", port=free_port(), device_id="door", reconnect_max_s=1.0)
+    c = c.replace("decide", threshold=0.8, state_path=str(tmp_path / "lockout.json"))
+    c = c.replace("challenge", enabled=True)
+    c = c.replace("service", shutdown_flush_s=0.5)
+    caplog.set_level(logging.INFO, logger="edge.service.loop")
+    service = Service(c, components=components, source_factory=lambda _o: person, install_signals=False)
+    assert service.run() == 0
+    assert service.stats.challenges >= 1
+    unheard = [r.getMessage() for r in caplog.records if "nobody can hear it" in r.getMessage()]
+    assert len(unheard) == service.stats.challenges and "indicator_pin" in unheard[0], unheard
+    assert service.last_decision != "accept"  # failed closed
+
+
 def test_an_answer_that_lowers_the_match_below_the_bar_still_counts_while_the_votes_last(mesh):
     """A head turned to answer matches less well: once the person had the votes, their frames below the
     bar still go to the judge while the k votes are within window_s; a frame of someone else does not."""

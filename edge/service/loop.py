@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.device.indicator import open_indicator
+from edge.device.indicator import NoIndicator, open_indicator
 from edge.device.ir import IrSource
 from edge.device.relay import NoRelay, open_relay
 from edge.device.sources import open_source
@@ -369,6 +369,11 @@ class Service:
         (it fails at the deadline if nobody could hear it)."""
         log.info("challenge: %s (%d pulses, %g s)", challenge.prompt, challenge.pulses, challenge.deadline_s)
         self.stats.challenges += 1
+        if not self.link.connected and isinstance(self.indicator, NoIndicator):
+            # Failing closed is right (skipping the challenge while the broker is away would let a replay
+            # in by cutting the Wi-Fi), but it must not look like an owner who did not answer.
+            log.warning("challenge: nobody can hear it: the broker is not connected and [challenge] "
+                        "indicator_pin is not set; the attempt fails at its %g s deadline", challenge.deadline_s)
         try:
             self.link.publish_challenge(challenge.action, challenge.prompt, challenge.deadline_s, challenge.pulses)
         except Exception as exc:  # noqa: BLE001 -- the broker's problem must not cost the frame
