@@ -129,6 +129,46 @@ def test_alternate_mode_switches_the_illuminator_and_gives_the_difference(portra
     assert shown.ir[scene.region].mean() < 12, "a screen's own picture cancels out"
 
 
+class LaggingScene(DoorScene):
+    """A camera whose frame is exposed before the switch it follows (`lag` frames behind the pin), or whose
+    illuminator never comes on (`dead`)."""
+
+    def __init__(self, *args, lag=0, dead=False, **kw):
+        super().__init__(*args, **kw)
+        self.lag, self.dead, self.history = lag, dead, []
+
+    def frames(self):
+        for i in range(self.n):
+            self.history.append(self.lit() and not self.dead)
+            lit = self.history[-1 - self.lag] if len(self.history) > self.lag else False
+            yield Frame(self.render(lit, i), 0.05 * i, i, f"{self.label} {i}")
+
+
+@pytest.mark.parametrize(("scene", "settle", "warned"), [
+    ({}, 0, False),
+    ({"lag": 1}, 0, True),
+    ({"lag": 1}, 1, False),  # the fix the warning suggests
+    ({"dead": True}, 0, True),
+])
+def test_alternate_mode_says_when_the_lit_frames_do_not_show_the_illuminator(portraits, mock_pins, caplog, scene,
+                                                                             settle, warned):
+    """No camera says whether a frame was exposed with the light on: a lagging camera or an illuminator
+    that never switches gave an empty IR view, and every owner failed the IR check without a word why."""
+    import logging
+
+    from edge.device.ir import SYNC_PAIRS
+
+    caplog.set_level(logging.INFO, logger="edge.device.ir")
+    options = IrOptions(enabled=True, illuminator_pin=PIN, settle_frames=settle)
+    frames = 2 * (1 + settle) * SYNC_PAIRS
+    with IrSource(LaggingScene(portraits[0], "person", frames=frames, **scene), options) as source:
+        assert len(list(source.frames())) == SYNC_PAIRS
+    lines = [r.getMessage() for r in caplog.records if "no brighter than the unlit" in r.getMessage()]
+    assert len(lines) == warned, lines
+    if warned:
+        assert f"GPIO{PIN}" in lines[0] and f"settle_frames = {settle}" in lines[0]
+
+
 def test_camera_mode_pairs_each_frame_with_the_ir_camera(portraits):
     colour, _ = door_frame(portraits[0])
     ir_frames = [np.repeat(grey(colour)[::2, ::2, None], 3, axis=2).astype(np.uint8)] * 3

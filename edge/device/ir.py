@@ -29,6 +29,9 @@ from edge.options import MAX_COUNT, check
 log = logging.getLogger(__name__)
 
 MODES = ("camera", "alternate")
+SYNC_PAIRS = 10  # alternate mode: lit/unlit pairs per check that the illuminator shows in the lit frames
+MIN_SYNC_GAIN = 0.2  # grey levels by which a lit frame's mean must exceed the unlit one's
+MIN_SYNC_SHARE = 0.8  # of the pairs in a check (a flickering lamp makes about half of them brighter by chance)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class IrSource(FrameSource):
                  factory=None, factory_name: str = "", colour: SourceOptions | None = None):
         self.options = options.validate()
         self.source, self.ir_camera, self._light = source, None, None
+        self.out_of_sync = False  # alternate mode: the last check found the lit frames no brighter
         self.label = f"{source.label} + IR ({options.mode})"
         if options.mode == "camera":
             size = colour or SourceOptions()
@@ -128,14 +132,38 @@ class IrSource(FrameSource):
             return next(frames, None)
 
         index = 0
+        gains: list[float] = []
         while True:
             lit = take(True)
             unlit = take(False)
             if lit is None or unlit is None:
                 return
-            difference = np.clip(grey(lit.image) - grey(unlit.image), 0, 255).astype(np.uint8)
-            yield replace(lit, ir=difference, index=index)
+            difference = grey(lit.image) - grey(unlit.image)
+            gains.append(float(difference.mean()))
+            if len(gains) == SYNC_PAIRS:
+                self._check_sync(gains)
+                gains = []
+            yield replace(lit, ir=np.clip(difference, 0, 255).astype(np.uint8), index=index)
             index += 1
+
+    def _check_sync(self, gains: list[float]) -> None:
+        """The camera gives no metadata saying whether a frame was exposed with the illuminator on, so the
+        frames themselves are the check: lit frames no brighter than unlit ones mean an illuminator that
+        does not switch, or a camera that runs a frame behind. The IR view is then empty and every face
+        fails the IR check (it fails closed); said once when it starts and once when it ends."""
+        gain = float(np.median(gains))
+        brighter = sum(g > MIN_SYNC_GAIN for g in gains)
+        out_of_sync = brighter < MIN_SYNC_SHARE * len(gains)
+        if out_of_sync and not self.out_of_sync:
+            o = self.options
+            log.warning("ir: the lit frames are no brighter than the unlit ones (%d of %d pairs brighter, median "
+                        "%+.2f grey levels): the IR view is empty and faces fail the IR check. Does the "
+                        "illuminator on GPIO%d switch ([ir] illuminator_pin, illuminator_active_high = %s)? Does "
+                        "the camera lag the switch ([ir] settle_frames = %d: try one more)?", brighter, len(gains),
+                        gain, o.illuminator_pin, str(o.illuminator_active_high).lower(), o.settle_frames)
+        elif self.out_of_sync and not out_of_sync:
+            log.info("ir: the lit frames show the illuminator again (median %+.2f grey levels)", gain)
+        self.out_of_sync = out_of_sync
 
     def close(self) -> None:
         for part in (self.source, self.ir_camera):
