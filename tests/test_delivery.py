@@ -191,17 +191,17 @@ def test_a_refused_subscription_is_reported_and_cleared_once_the_broker_allows_i
     link.start()
     try:
         assert link.wait_subscribed(10)
-        assert link.subscriptions_refused == {status: "Not authorized (0x87)"}
+        assert link.granted.refused == {status: "Not authorized (0x87)"}
         assert delivery_state(link.outbox, link)["subscriptions_refused"] == {status: "Not authorized (0x87)"}
         lines = _lines(caplog, f"refused the subscription to {status}", logging.ERROR)
         assert len(lines) == 1 and f"topic read {status}" in lines[0], lines
         assert f"127.0.0.1:{broker.port}" in lines[0]
-        version = link.subscription_version
+        version = link.granted.version
 
         write_dynsec(folder, [])
         broker.restart()
-        assert _wait(lambda: link.subscribed and link.subscriptions_refused == {}, 30), link.subscriptions_refused
-        assert link.subscription_version != version  # the service publishes its state again
+        assert _wait(lambda: link.subscribed and link.granted.refused == {}, 30), link.granted.refused
+        assert link.granted.version != version  # the service publishes its state again
         assert _lines(caplog, f"accepts the subscription to {status} again", logging.INFO)
     finally:
         link.close(flush_timeout=1)

@@ -51,6 +51,7 @@ from edge.mqtt.messages import (
 )
 from edge.mqtt.outbox import Outbox
 from edge.mqtt.sender import RETRY_S, OutboxSender, Refusals
+from edge.mqtt.subscriptions import Subscriptions
 from edge.options import DAY_S, HOUR_S, check
 
 log = logging.getLogger(__name__)
@@ -155,14 +156,11 @@ class MqttLink:
         # further topics subscribed to on each connect: topic -> handler(payload), called in the network thread
         self.subscriptions: dict[str, Callable[[bytes], None]] = {}
         self._connected = threading.Event()
-        self._subscribed = threading.Event()  # every SUBACK of this connection is in (granted or refused)
-        self._pending_subscriptions: dict[int, str] = {}  # SUBSCRIBE mid -> topic; network thread only
-        self.subscriptions_refused: dict[str, str] = {}  # topic -> the SUBACK's reason, while refused
-        self.subscription_version = 0  # changes when a topic starts or stops being refused (state again)
         self._stop = threading.Event()
         self._state: bytes | None = None
         self.connection = ConnectionLog(self.options.host, self.options.port)
         self.refusals = Refusals(self.connection.where)
+        self.granted = Subscriptions(self.connection.where, self.topics.commands)  # from the SUBACKs
         self._connack_refused = False  # the last CONNACK refused: its disconnect is not a second cause
         self._client = self._make_client()
         self._sender = OutboxSender(self._client, outbox, self._connected, self.refusals, self.options.max_inflight,
@@ -227,11 +225,11 @@ class MqttLink:
     def subscribed(self) -> bool:
         """Connected, and the broker has answered every subscription of this connection (commands and
         `subscriptions`): from now on a command published is one the lock receives, unless refused."""
-        return self._connected.is_set() and self._subscribed.is_set()
+        return self._connected.is_set() and self.granted.ready.is_set()
 
     def wait_subscribed(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        return self._connected.wait(timeout) and self._subscribed.wait(max(0.0, deadline - time.monotonic()))
+        return self._connected.wait(timeout) and self.granted.ready.wait(max(0.0, deadline - time.monotonic()))
 
     # -- paho callbacks (network thread): never raise ---------------------------------------------------------
 
@@ -243,14 +241,10 @@ class MqttLink:
         self.connection.connected()
         self._publish(self.topics.availability, ONLINE, qos=1, retain=True)
         self._sender.new_connection()  # the whole backlog again on this connection
-        self._subscribed.clear()
-        self._pending_subscriptions.clear()
+        self.granted.connecting()
         for topic in ([self.topics.commands] if self.options.commands else []) + list(self.subscriptions):
-            result, mid = client.subscribe(topic, qos=1)
-            if result == 0:  # its SUBACK comes to _on_subscribe, in this thread, after this callback
-                self._pending_subscriptions[mid] = topic
-        if not self._pending_subscriptions:
-            self._subscribed.set()
+            self.granted.sent(topic, *client.subscribe(topic, qos=1))
+        self.granted.all_sent()
         self._connected.set()
         for hook in self.on_connected:
             try:
@@ -274,26 +268,7 @@ class MqttLink:
             self.connection.failed(f"the broker closed the connection before answering ({reason_code}; {hint})")
 
     def _on_subscribe(self, client, userdata, mid, reason_code_list, properties) -> None:
-        """A SUBACK. A refused subscription (an ACL without `topic read` for it) is the silent failure of a
-        lock whose commands never arrive: it is logged once per topic and reason, and kept in the state."""
-        topic = self._pending_subscriptions.pop(mid, None)
-        if topic is not None:
-            code = reason_code_list[0] if reason_code_list else None
-            if code is not None and code.is_failure:
-                reason = f"{code} (0x{int(code.value):02X})"
-                if self.subscriptions_refused.get(topic) != reason:
-                    self.subscriptions_refused[topic] = reason
-                    self.subscription_version += 1
-                    what = ("commands sent to this lock will not arrive" if topic == self.topics.commands
-                            else "its messages will not arrive")
-                    log.error("mqtt: broker %s refused the subscription to %s: %s; %s (the broker must let "
-                              "this account subscribe to it; Mosquitto's acl_file: `topic read %s`, see "
-                              "docs/operations.md)", self.connection.where, topic, reason, what, topic)
-            elif self.subscriptions_refused.pop(topic, None) is not None:
-                self.subscription_version += 1
-                log.info("mqtt: broker %s accepts the subscription to %s again", self.connection.where, topic)
-        if not self._pending_subscriptions:
-            self._subscribed.set()
+        self.granted.acknowledged(mid, reason_code_list)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._sender.on_publish(mid, reason_code)

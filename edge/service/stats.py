@@ -57,7 +57,7 @@ def delivery_state(outbox, link) -> dict[str, Any]:
     """For the retained state: topics the broker refuses publishes on now ({topic: {"reason", "count"}}; the
     refused events wait in the outbox), subscriptions it refused ({topic: reason}: commands that cannot
     arrive) and the events dropped at the outbox cap since it was created."""
-    return {"refused": link.refused, "subscriptions_refused": dict(link.subscriptions_refused),
+    return {"refused": link.refused, "subscriptions_refused": dict(link.granted.refused),
             "outbox_dropped": outbox.dropped}
 
 
@@ -70,4 +70,4 @@ def delivery_stats(outbox, link) -> dict[str, Any]:
 
 def delivery_version(outbox, link) -> tuple[int, int, int]:
     """Changes when `delivery_state` does: the state is published again then."""
-    return link.refusals.version, link.subscription_version, outbox.dropped
+    return link.refusals.version, link.granted.version, outbox.dropped
