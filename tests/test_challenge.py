@@ -273,29 +273,38 @@ class AnsweringPerson:
         pass
 
 
-def test_the_service_asks_over_mqtt_and_the_owner_who_answers_is_let_in(broker, stages, mesh, portraits, tmp_path):
-    from gpiozero.pins.mock import MockFactory
-    from mqtt_broker import Subscriber
+def _owner_at_a_challenging_door(stages, mesh, portrait, listener, port, tmp_path):
+    """(components, the AnsweringPerson hearing through `listener`, a config with the challenge on and MQTT
+    on `port`): the owner enrolled from the camera's own frontal view."""
     from test_landmarks import Embedder
 
-    from edge.device.indicator import Indicator
     from edge.identity.gallery import Gallery
     from edge.service.config import default_config
-    from edge.service.loop import Service
     from edge.vision.align import FaceAligner
     from edge.vision.build import Stages
 
     detector, landmarker = stages
     components = Stages(detector, FaceAligner(landmarker=landmarker), Embedder(), landmarker)
-    sub = Subscriber(broker.port, ["facelock/door/#", "homeassistant/#"])
-    person = AnsweringPerson(portraits[0], mesh, sub, "facelock/door/challenge")
-    with Gallery(tmp_path / "gallery.db") as g:  # enrolled from the camera's own frontal view
+    person = AnsweringPerson(portrait, mesh, listener, "facelock/door/challenge")
+    with Gallery(tmp_path / "gallery.db") as g:
         g.enroll("owner", components.pipeline().embed_image(person.frame((0, 0, 0), 0))[None])
     c = default_config().replace("gallery", path=str(tmp_path / "gallery.db"))
     c = c.replace("outbox", path=str(tmp_path / "outbox.db"), fsync=False)
-    c = c.replace("mqtt", host="127.0.0.1", port=broker.port, device_id="door", reconnect_max_s=1.0)
+    c = c.replace("mqtt", host="127.0.0.1", port=port, device_id="door", reconnect_max_s=1.0)
     c = c.replace("decide", threshold=0.8, state_path=str(tmp_path / "lockout.json"))
-    c = c.replace("challenge", enabled=True, indicator_pin=22)
+    return components, person, c.replace("challenge", enabled=True)
+
+
+def test_the_service_asks_over_mqtt_and_the_owner_who_answers_is_let_in(broker, stages, mesh, portraits, tmp_path):
+    from gpiozero.pins.mock import MockFactory
+    from mqtt_broker import Subscriber
+
+    from edge.device.indicator import Indicator
+    from edge.service.loop import Service
+
+    sub = Subscriber(broker.port, ["facelock/door/#", "homeassistant/#"])
+    components, person, c = _owner_at_a_challenging_door(stages, mesh, portraits[0], sub, broker.port, tmp_path)
+    c = c.replace("challenge", indicator_pin=22)
     c = c.replace("service", shutdown_flush_s=5.0)
     factory = MockFactory()
     indicator = Indicator(22, factory=factory)
@@ -334,28 +343,15 @@ def test_a_challenge_nobody_can_hear_is_refused_at_its_deadline_and_says_why(sta
     import logging
 
     from mqtt_broker import free_port
-    from test_landmarks import Embedder
 
-    from edge.identity.gallery import Gallery
-    from edge.service.config import default_config
     from edge.service.loop import Service
-    from edge.vision.align import FaceAligner
-    from edge.vision.build import Stages
 
     class Nobody:  # no broker, so nothing is ever heard
         def on(self, topic):
             return []
 
-    detector, landmarker = stages
-    components = Stages(detector, FaceAligner(landmarker=landmarker), Embedder(), landmarker)
-    person = AnsweringPerson(portraits[0], mesh, Nobody(), "facelock/door/challenge")
-    with Gallery(tmp_path / "gallery.db") as g:
-        g.enroll("owner", components.pipeline().embed_image(person.frame((0, 0, 0), 0))[None])
-    c = default_config().replace("gallery", path=str(tmp_path / "gallery.db"))
-    c = c.replace("outbox", path=str(tmp_path / "outbox.db"), fsync=False)
-    c = c.replace("mqtt", host="127.0.0.1", port=free_port(), device_id="door", reconnect_max_s=1.0)
-    c = c.replace("decide", threshold=0.8, state_path=str(tmp_path / "lockout.json"))
-    c = c.replace("challenge", enabled=True)
+    components, person, c = _owner_at_a_challenging_door(stages, mesh, portraits[0], Nobody(), free_port(),
+                                                         tmp_path)
     c = c.replace("service", shutdown_flush_s=0.5)
     caplog.set_level(logging.INFO, logger="edge.service.loop")
     service = Service(c, components=components, source_factory=lambda _o: person, install_signals=False)

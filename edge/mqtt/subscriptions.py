@@ -6,7 +6,8 @@ else would say so, so `Subscriptions` logs it once per topic and reason, keeps i
 (`refused`, `version`), and says when a later connection's SUBACK grants it. `ready` is set once every
 SUBACK of the connection is in: a message published after that reaches the lock (unless refused).
 
-The network thread calls `connecting` (before subscribing), `sent` and `acknowledged`; any thread reads.
+The network thread calls `connecting` (before subscribing), `sent` for each topic, `all_sent`, and
+`acknowledged` for each SUBACK; any thread reads.
 """
 
 from __future__ import annotations
