@@ -319,10 +319,31 @@ def test_a_small_face_whose_detection_is_turned_far_gets_a_level_crop(full_range
 
 @pytest.mark.parametrize("shape,spread", [((192, 192, 3), 256), ((192, 192, 3), 7), ((5,), 256), ((1,), 256),
                                           ((2, 3), 2)])
-def test_the_crop_stretch_reads_the_same_percentiles_as_numpy(shape, spread):
+def test_the_crop_stretch_reads_the_same_percentiles_as_numpy(shape, spread, monkeypatch):
     rng = np.random.default_rng(sum(shape) + spread)
     pixels = rng.integers(100, 100 + spread, shape).clip(0, 255).astype(np.uint8)
     pixels.reshape(-1)[0] = 0  # an outlier the 1st percentile interpolates towards on small crops
     want = np.percentile(pixels, (1, 99))
     assert np.allclose(stretch_range(pixels), want, rtol=0, atol=1e-9)
     assert np.allclose(stretch_range(pixels.astype(np.float32)), want, rtol=0, atol=1e-4)
+    # Images too large for OpenCV's float32 counts are counted by numpy: the same figures.
+    monkeypatch.setattr("edge.vision.landmarks.EXACT_FLOAT32_COUNT", 0)
+    assert np.allclose(stretch_range(pixels), want, rtol=0, atol=1e-9)
+
+
+def test_the_five_points_are_the_eye_contour_centres_the_nose_tip_and_the_mouth_corners():
+    from edge.vision.landmarks import (
+        LEFT_EYE_CONTOUR,
+        LEFT_MOUTH_CORNER,
+        NOSE_TIP,
+        RIGHT_EYE_CONTOUR,
+        RIGHT_MOUTH_CORNER,
+        points_from_mesh,
+    )
+
+    mesh = np.random.default_rng(3).uniform(0, 640, (468, 3))
+    want = [mesh[list(RIGHT_EYE_CONTOUR), :2].mean(0), mesh[list(LEFT_EYE_CONTOUR), :2].mean(0),
+            mesh[NOSE_TIP, :2], mesh[RIGHT_MOUTH_CORNER, :2], mesh[LEFT_MOUTH_CORNER, :2]]
+    got = points_from_mesh(mesh)
+    assert got.dtype == np.float32 and got.shape == (5, 2)
+    assert np.allclose(got, np.array(want), rtol=0, atol=1e-3)

@@ -47,6 +47,9 @@ RIGHT_MOUTH_CORNER = 61
 LEFT_MOUTH_CORNER = 291
 
 
+# Pixel counts below this are exact in float32 (OpenCV's histograms count in float32).
+EXACT_FLOAT32_COUNT = 2**24
+
 # The extra crops of a small face (LandmarkOptions.small_face_crops): (shift x, shift y) as fractions of the
 # crop's side, and scale, applied in the crop about its centre.
 SMALL_FACE_CROPS = ((0.04, 0.0, 1.0), (-0.04, 0.0, 1.0), (0.0, 0.04, 1.06), (0.0, -0.04, 0.94))
@@ -154,7 +157,15 @@ def stretch_range(pixels: np.ndarray, low: float = 1.0, high: float = 99.0) -> t
     if flat.dtype != np.uint8 or flat.size == 0:
         lo, hi = np.percentile(flat, (low, high))
         return float(lo), float(hi)
-    cumulative = np.cumsum(np.bincount(flat, minlength=256))
+    if flat.size < EXACT_FLOAT32_COUNT:
+        import cv2
+
+        # OpenCV counts in float32, exact below 2**24 pixels, in half np.bincount's time (0.07 against
+        # 0.14 ms a crop here, measured side by side).
+        counts = cv2.calcHist([flat.reshape(-1, 1)], [0], None, [256], [0, 256]).reshape(-1).astype(np.int64)
+    else:
+        counts = np.bincount(flat, minlength=256)
+    cumulative = np.cumsum(counts)
     out = []
     for q in (low, high):
         rank = q / 100.0 * (flat.size - 1)
@@ -165,15 +176,16 @@ def stretch_range(pixels: np.ndarray, low: float = 1.0, high: float = 99.0) -> t
     return out[0], out[1]
 
 
+# Which mesh points make each of the five (`points_from_mesh`): the eye contours, then single points.
+_EYE_CONTOURS = np.array([RIGHT_EYE_CONTOUR, LEFT_EYE_CONTOUR])
+_SINGLE_POINTS = np.array([NOSE_TIP, RIGHT_MOUTH_CORNER, LEFT_MOUTH_CORNER])
+
+
 def points_from_mesh(mesh: np.ndarray) -> np.ndarray:
-    """(5, 2) float32 in `Landmark` order from a (468, >=2) mesh in frame pixels."""
-    return np.stack([
-        mesh[list(RIGHT_EYE_CONTOUR), :2].mean(0),
-        mesh[list(LEFT_EYE_CONTOUR), :2].mean(0),
-        mesh[NOSE_TIP, :2],
-        mesh[RIGHT_MOUTH_CORNER, :2],
-        mesh[LEFT_MOUTH_CORNER, :2],
-    ]).astype(np.float32)
+    """(5, 2) float32 in `Landmark` order (eye centres, nose tip, mouth corners) from a (468, >=2) mesh in
+    frame pixels."""
+    xy = np.asarray(mesh)[:, :2]
+    return np.concatenate([xy[_EYE_CONTOURS].mean(1), xy[_SINGLE_POINTS]]).astype(np.float32)
 
 
 class FaceLandmarker:
