@@ -7,7 +7,7 @@ from typing import Literal
 import pytest
 
 from edge.errors import ConfigError
-from edge.service.config import EXAMPLE_PATH, build_options, load_config, render_example
+from edge.service.config import EXAMPLE_PATH, build_options, load_config, parse_config, render_example
 
 
 def _write(tmp_path, text: str):
@@ -88,3 +88,20 @@ def test_generic_types_tuple_optional_literal():
         build_options(Opts, {"size": [1]}, "s", "f")
     with pytest.raises(ConfigError, match="names"):
         build_options(Opts, {"names": [1]}, "s", "f")
+
+
+def test_two_devices_on_one_gpio_pin_are_refused_naming_both_keys():
+    # The challenge indicator on the relay's pin: its pulses would open the door.
+    with pytest.raises(ConfigError, match=r"challenge\.indicator_pin = 17 is also relay\.pin: each needs a GPIO"):
+        parse_config({"relay": {"enabled": True, "pin": 17},
+                      "challenge": {"enabled": True, "indicator_pin": 17}})
+    with pytest.raises(ConfigError, match=r"ir\.illuminator_pin = 22 is also challenge\.indicator_pin"):
+        parse_config({"challenge": {"enabled": True, "indicator_pin": 22},
+                      "ir": {"enabled": True, "mode": "alternate", "illuminator_pin": 22}})
+    # A pin counts only for a device that is on: the relay off, or the IR camera mode (no illuminator pin).
+    parse_config({"relay": {"enabled": False, "pin": 17}, "challenge": {"enabled": True, "indicator_pin": 17}})
+    parse_config({"relay": {"enabled": True, "pin": 17},
+                  "ir": {"enabled": True, "mode": "camera", "illuminator_pin": 17}})
+    config = parse_config({"relay": {"enabled": True, "pin": 17}, "challenge": {"enabled": True, "indicator_pin": 27},
+                           "ir": {"enabled": True, "mode": "alternate", "illuminator_pin": 22}})
+    assert (config.relay.pin, config.challenge.indicator_pin, config.ir.illuminator_pin) == (17, 27, 22)

@@ -118,12 +118,27 @@ def parse_config(data: dict[str, Any], path: Path | None = None) -> Config:
         table = data.get(section, {})
         sections[section] = build_options(options_class(section), table, section, name)
         explicit.update(f"{section}.{key}" for key in table)
+    _check_across_sections(sections, name)
+    return Config(sections, path, frozenset(explicit))
+
+
+def _check_across_sections(sections: dict[str, Any], name: str) -> None:
+    """The rules that tie sections together (each section checks its own keys)."""
     challenge, decide = sections["challenge"], sections["decide"]
-    if challenge.enabled and challenge.deadline_s >= decide.attempt_max_s:  # the one rule across sections
+    if challenge.enabled and challenge.deadline_s >= decide.attempt_max_s:
         raise ConfigError(f"{name}: challenge.deadline_s = {challenge.deadline_s:g} must be under "
                           f"decide.attempt_max_s = {decide.attempt_max_s:g}: the attempt would end before the "
                           "answer is due")
-    return Config(sections, path, frozenset(explicit))
+    # One GPIO pin drives one thing: on the relay's pin an indicator's pulses would open the door.
+    relay, ir = sections["relay"], sections["ir"]
+    pins = [("relay.pin", relay.pin) if relay.enabled else None,
+            ("challenge.indicator_pin", challenge.indicator_pin) if challenge.enabled else None,
+            ("ir.illuminator_pin", ir.illuminator_pin) if ir.enabled and ir.mode == "alternate" else None]
+    used: dict[int, str] = {}
+    for key, pin in filter(None, pins):
+        if pin >= 0 and pin in used:
+            raise ConfigError(f"{name}: {key} = {pin} is also {used[pin]}: each needs a GPIO pin of its own")
+        used[pin] = key
 
 
 def load_config(path: str | Path) -> Config:
