@@ -60,10 +60,11 @@ def ours_stages(embedder_path: Path, threads: int, before: bool = False, mirror:
 
 
 def time_ours(frames: list[np.ndarray], embedder_path: Path, threads: int, repeat: int, progress: bool,
-              desc: str, before: bool = False, mirror: bool = False) -> dict:
+              desc: str, before: bool = False, mirror: bool = False, fps: float = 0.0) -> dict:
     """facelock's per-frame path, stage by stage (`FacePipeline.subject`: the detectors, the landmark model on
     their detections, none `before` it came, the subject; then FaceAligner, the TFLite embedder, the
-    matcher)."""
+    matcher). Frames come back to back, or with `fps` at a camera's pace: a frame starts every 1/fps s, and
+    the interpreters' threads go idle in between, as they do at the door."""
     pipeline = ours_stages(embedder_path, threads, before, mirror).pipeline()
     aligner, embedder = pipeline.aligner, pipeline.embedder
     matcher = _gallery_matcher(SPEED_GALLERY)
@@ -72,8 +73,12 @@ def time_ours(frames: list[np.ndarray], embedder_path: Path, threads: int, repea
     # warm-up: the first invoke allocates and packs weights
     embedder.embed(np.zeros((1, 150, 150, 3), np.uint8))
     pipeline.subject(frames[0])
+    due = time.perf_counter()
     for r in bar(range(repeat * len(frames)), desc, progress):
         frame = frames[r % len(frames)]
+        if fps:
+            due += 1.0 / fps
+            time.sleep(max(0.0, due - time.perf_counter()))
         t0 = time.perf_counter()
         found = pipeline.subject(frame)
         t1 = time.perf_counter()
