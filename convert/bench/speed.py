@@ -59,44 +59,73 @@ def ours_stages(embedder_path: Path, threads: int, before: bool = False, mirror:
     return Stages(detector(num_threads=threads), FaceAligner(landmarker=marks), embedder, marks, near)
 
 
-def time_ours(frames: list[np.ndarray], embedder_path: Path, threads: int, repeat: int, progress: bool,
-              desc: str, before: bool = False, mirror: bool = False, fps: float = 0.0) -> dict:
+class OursTimer:
     """facelock's per-frame path, stage by stage (`FacePipeline.subject`: the detectors, the landmark model on
     their detections, none `before` it came, the subject; then FaceAligner, the TFLite embedder, the
-    matcher). Frames come back to back, or with `fps` at a camera's pace: a frame starts every 1/fps s, and
-    the interpreters' threads go idle in between, as they do at the door."""
-    pipeline = ours_stages(embedder_path, threads, before, mirror).pipeline()
-    aligner, embedder = pipeline.aligner, pipeline.embedder
-    matcher = _gallery_matcher(SPEED_GALLERY)
-    times = {k: [] for k in STAGES}
-    faces_found = 0
-    # warm-up: the first invoke allocates and packs weights
-    embedder.embed(np.zeros((1, 150, 150, 3), np.uint8))
-    pipeline.subject(frames[0])
-    due = time.perf_counter()
-    for r in bar(range(repeat * len(frames)), desc, progress):
-        frame = frames[r % len(frames)]
-        if fps:
-            due += 1.0 / fps
-            time.sleep(max(0.0, due - time.perf_counter()))
-        t0 = time.perf_counter()
-        found = pipeline.subject(frame)
-        t1 = time.perf_counter()
-        times["detect"].append(found.detect_ms)
-        if pipeline.landmarker is not None:
-            times["landmarks"].append(found.landmarks_ms)
-        if found.face is None:
-            times["total"].append((t1 - t0) * 1e3)
-            continue
-        faces_found += r < len(frames)
-        aligned = aligner.align(frame, found.face)
-        t2 = time.perf_counter()
-        e = embedder.embed(aligned.chip[None])[0]
-        t3 = time.perf_counter()
-        matcher.match(e)
-        _record(times, t0, t1, t2, t3, time.perf_counter())
-        times["align"][-1] += found.select_ms  # choosing the subject counts with the alignment, as before
-    return {**{k: stats(v) for k, v in times.items()}, "faces_found": faces_found, "frames": len(frames)}
+    matcher), timed a pass over the frames at a time (`run`), so that pipelines can take turns
+    (`interleaved`). Frames come back to back, or with `fps` at a camera's pace: a frame starts every 1/fps
+    s, and the interpreters' threads go idle in between, as they do at the door."""
+
+    def __init__(self, embedder_path: Path, threads: int, before: bool = False, mirror: bool = False):
+        self.pipeline = ours_stages(embedder_path, threads, before, mirror).pipeline()
+        self.matcher = _gallery_matcher(SPEED_GALLERY)
+        self.times: dict[str, list[float]] = {k: [] for k in STAGES}
+        self.faces_found = self.frames = 0
+        self.passes = 0
+        # warm-up: the first invoke allocates and packs weights
+        self.pipeline.embedder.embed(np.zeros((1, 150, 150, 3), np.uint8))
+
+    def run(self, frames: list[np.ndarray], passes: int = 1, fps: float = 0.0, progress: bool = False,
+            desc: str = "") -> None:
+        pipeline, times = self.pipeline, self.times
+        if not self.passes:
+            pipeline.subject(frames[0])  # warm-up of the detectors and the landmark model
+            self.frames = len(frames)
+        due = time.perf_counter()
+        for r in bar(range(passes * len(frames)), desc, progress):
+            frame = frames[r % len(frames)]
+            if fps:
+                due += 1.0 / fps
+                time.sleep(max(0.0, due - time.perf_counter()))
+            t0 = time.perf_counter()
+            found = pipeline.subject(frame)
+            t1 = time.perf_counter()
+            times["detect"].append(found.detect_ms)
+            if pipeline.landmarker is not None:
+                times["landmarks"].append(found.landmarks_ms)
+            if found.face is None:
+                times["total"].append((t1 - t0) * 1e3)
+                continue
+            self.faces_found += self.passes == 0 and r < len(frames)
+            aligned = pipeline.aligner.align(frame, found.face)
+            t2 = time.perf_counter()
+            e = pipeline.embedder.embed(aligned.chip[None])[0]
+            t3 = time.perf_counter()
+            self.matcher.match(e)
+            _record(times, t0, t1, t2, t3, time.perf_counter())
+            times["align"][-1] += found.select_ms  # choosing the subject counts with the alignment, as before
+        self.passes += passes
+
+    def result(self) -> dict:
+        return {**{k: stats(v) for k, v in self.times.items()}, "faces_found": self.faces_found,
+                "frames": self.frames}
+
+
+def time_ours(frames: list[np.ndarray], embedder_path: Path, threads: int, repeat: int, progress: bool,
+              desc: str, before: bool = False, mirror: bool = False, fps: float = 0.0) -> dict:
+    """`repeat` passes of one pipeline (`OursTimer`) over the frames: its per-stage figures."""
+    timer = OursTimer(embedder_path, threads, before, mirror)
+    timer.run(frames, repeat, fps, progress, desc)
+    return timer.result()
+
+
+def interleaved(timers: list[OursTimer], frames: list[np.ndarray], repeat: int, fps: float = 0.0) -> list[dict]:
+    """`repeat` passes of each pipeline, taking turns a pass at a time: a machine whose speed drifts during
+    the run (a shared VM's neighbours) then slows them alike, and their ratio stays what the code makes it."""
+    for _ in range(repeat):
+        for timer in timers:
+            timer.run(frames, 1, fps)
+    return [timer.result() for timer in timers]
 
 
 def time_peer(frames: list[np.ndarray], repeat: int, progress: bool) -> dict:
