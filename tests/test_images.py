@@ -169,6 +169,11 @@ def test_embed_writes_an_error_line_for_each_bad_image_and_goes_on(photos, detec
     assert "not a decodable image" in errors["random.jpg"] and "a folder" in errors["folder.jpg"]
     assert errors["good.png"] is None and results[-1].embedding is not None
     assert all(r.embedding is None for r in results[:-1])
+    # A terminal's line names the file once (the error already does), then says what is wrong.
+    for r in results[:-1]:
+        line = r.to_text()
+        assert line.count(r.file) == 1 and line.startswith(str(photos / r.file) + ": ") and line == r.error
+    assert results[-1].to_text().startswith("good.png: ") and "-d [" in results[-1].to_text()
 
 
 def test_enroll_names_every_unusable_photo(photos, detector_path):

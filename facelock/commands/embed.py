@@ -46,6 +46,13 @@ class EmbedResult:
         ms = None if self.ms is None else round(self.ms, 3)
         return json.dumps({"file": self.file, "embedding": emb, "ms": ms, "error": self.error})
 
+    def to_text(self) -> str:
+        """The line a terminal gets. An error names the file itself (the path, with `--root` in front)."""
+        if self.embedding is None:
+            return self.error or f"{self.file}: not embedded"
+        head = " ".join(f"{v:+.3f}" for v in self.embedding[:4])
+        return f"{self.file}: {len(self.embedding)}-d [{head} ...] in {self.ms:.1f} ms"
+
 
 
 class ImageEmbedder:
@@ -117,13 +124,7 @@ def run_embed(args: argparse.Namespace) -> int:
         path = root / name if root else Path(name)
         result = pipeline.embed_file(path, name)
         failures += result.embedding is None
-        if args.json:
-            print(result.to_json(), flush=True)
-        elif result.embedding is None:
-            print(f"{name}: {result.error}")
-        else:
-            head = " ".join(f"{v:+.3f}" for v in result.embedding[:4])
-            print(f"{name}: {len(result.embedding)}-d [{head} ...] in {result.ms:.1f} ms")
+        print(result.to_json() if args.json else result.to_text(), flush=True)
         progress.update(1)
     progress.close()
     if not args.json:
