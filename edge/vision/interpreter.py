@@ -11,6 +11,7 @@ import ctypes
 import importlib
 import importlib.util
 import logging
+import mmap
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ModelError
+from edge.vision.tflite_bounds import Truncated, check_bounds
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,8 @@ def _backend() -> tuple[str, Any, Any] | None:
 
 def check_tflite_file(path: Path) -> None:
     """Cheap checks that turn 'not a model' into a message naming the file, before any native code
-    sees it (some runtimes abort the process on a malformed flatbuffer)."""
+    sees it (some runtimes abort the process on a malformed flatbuffer): the identifier, and that every
+    part of the model lies inside the file (`edge.vision.tflite_bounds`)."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -115,6 +118,15 @@ def check_tflite_file(path: Path) -> None:
         raise ModelError(f"{path}: cannot read model ({exc.strerror})") from exc
     if size < 16 or head[4:8] != TFLITE_MAGIC:
         raise ModelError(f"{path}: not a TFLite model (no {TFLITE_MAGIC.decode()} identifier at byte 4)")
+    # A file cut short keeps its identifier; tflite-runtime 2.14 would follow its offsets out of the file.
+    # Mapped, not read: only the tables are touched, not the weights.
+    try:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            check_bounds(data)
+    except Truncated as exc:
+        raise ModelError(f"{path}: not a loadable TFLite model, truncated or corrupt ({exc})") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read model ({exc.strerror})") from exc
 
 
 def load_interpreter(model_path: str | os.PathLike, num_threads: int = 2, edgetpu: bool = False,

@@ -42,10 +42,11 @@ TESTS = ["tests/test_decide.py", "tests/test_match.py", "tests/test_outbox.py", 
 # Timing tests the "not fast" filter misses: they measure the host's scheduler and decoder jitter (frame
 # gaps within 5 ms of the pacing period), which user-mode emulation on a shared CPU does not keep.
 TIMING = ["tests/test_sources.py::test_folder_loop_and_pacing"]
-# Tests that kill the interpreter under tflite-runtime 2.14 (a truncated .tflite with a valid header is
-# handed to FlatBufferModel unverified: SIGSEGV instead of ModelError); probed on their own by
-# truncated_model_probe() and reported, so the rest of the subset still runs.
-CRASHES = ["tests/test_detect.py::test_truncated_or_foreign_model_is_a_model_error"]
+# Tests that could kill the interpreter under tflite-runtime 2.14, which hands a .tflite to FlatBufferModel
+# unverified (a truncated file with a valid header was SIGSEGV there until edge.vision.tflite_bounds): run
+# first on their own by truncated_model_probe(), so a crash cannot take the rest of the subset with it.
+CRASHES = ["tests/test_detect.py::test_truncated_or_foreign_model_is_a_model_error",
+           "tests/test_tflite_bounds.py"]
 # Pure-Python test tools copied from this venv (pytest and what it imports).
 PURE = ["pytest", "_pytest", "pluggy", "iniconfig", "packaging", "pygments", "py.py"]
 PORTRAITS = ["convert/portraits/astronaut.png", "convert/portraits/grace_hopper.jpg"]
@@ -140,7 +141,7 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 def truncated_model_probe(root: Path, site_dir: Path, work: Path) -> dict[str, str]:
     """What CRASHES checks, arm64 (tflite-runtime 2.14) beside the host (ai-edge-litert): a detector file cut
-    in half, loaded as a model. Informational: the board loads models only from verified bundles."""
+    in half, loaded as a model (a ModelError on both, or the report is not ok), then the CRASHES tests."""
     from edge.models.store import DETECTOR, model_path
 
     half = work / "half.tflite"
@@ -154,6 +155,10 @@ def truncated_model_probe(root: Path, site_dir: Path, work: Path) -> dict[str, s
                                                 capture_output=True, text=True, check=False))):
         last = (proc.stdout.strip().splitlines() or ["(nothing)"])[-1]
         out[where] = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else last
+    tests = arm64(root, site_dir, ["-m", "pytest", "-q", "-p", "no:cacheprovider", *CRASHES])
+    out["tests"] = (f"killed by signal {-tests.returncode}" if tests.returncode < 0 else
+                    (tests.stdout.strip().splitlines() or ["(no output)"])[-1])
+    out["ok"] = tests.returncode == 0 and all(out[w].startswith("ModelError") for w in ("arm64", "host"))
     return out
 
 
@@ -180,6 +185,7 @@ def user_mode(work: Path, artifact: Path, bundle: Path | None, log=print) -> dic
     if tests.returncode != 0:
         report["tests_output"] = (tests.stdout + tests.stderr)[-3000:]
     report["truncated_model"] = truncated_model_probe(root, site_dir, work)
+    report["ok"] &= report["truncated_model"]["ok"]
     if bundle is not None:
         args = ["-m", "facelock", "embed", *PORTRAITS, "--model", str(bundle), "--json"]
         there = arm64(root, site_dir, args)
