@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from edge.device.relay import ActuatorError, open_pin_factory
+from edge.device.relay import ActuatorError, PinFactory
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +18,13 @@ ON_S, OFF_S = 0.15, 0.25  # one pulse: long enough to hear or see, short enough 
 class Indicator:
     """`signal(pulses)`: that many flashes, in the background; `close()`."""
 
-    def __init__(self, pin: int, active_high: bool = True, factory_name: str = "", factory=None):
+    def __init__(self, pin: int, active_high: bool = True, pins: PinFactory | None = None, factory=None):
         try:
             from gpiozero import DigitalOutputDevice
         except ImportError as exc:
             raise ActuatorError("challenge.indicator_pin is set but gpiozero is not installed "
                                 "(apt install python3-gpiozero, or pip install gpiozero)") from exc
-        factory = factory if factory is not None else open_pin_factory(factory_name)
+        factory = factory if factory is not None else (pins or PinFactory()).get()
         try:
             self._device = DigitalOutputDevice(pin, active_high=active_high, initial_value=False, pin_factory=factory)
         except Exception as exc:  # gpiozero raises many kinds (no pins, pin in use, not a Pi)
@@ -54,5 +54,5 @@ class NoIndicator:
         pass
 
 
-def open_indicator(pin: int, active_high: bool = True, factory_name: str = ""):
-    return Indicator(pin, active_high, factory_name) if pin >= 0 else NoIndicator()
+def open_indicator(pin: int, active_high: bool = True, pins: PinFactory | None = None):
+    return Indicator(pin, active_high, pins) if pin >= 0 else NoIndicator()

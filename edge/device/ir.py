@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from edge.device.relay import ActuatorError, open_pin_factory
+from edge.device.relay import ActuatorError, PinFactory
 from edge.device.sources import KINDS, Frame, FrameSource, SourceOptions, open_source
 from edge.options import MAX_COUNT, check
 
@@ -89,7 +89,7 @@ class IrSource(FrameSource):
     pin factory, alternate mode) are opened from `options` when not given."""
 
     def __init__(self, source: FrameSource, options: IrOptions, ir_camera: FrameSource | None = None,
-                 factory=None, factory_name: str = "", colour: SourceOptions | None = None):
+                 factory=None, pins: PinFactory | None = None, colour: SourceOptions | None = None):
         self.options = options.validate()
         self.source, self.ir_camera, self._light = source, None, None
         self.out_of_sync = False  # alternate mode: the last check found the lit frames no brighter
@@ -103,7 +103,7 @@ class IrSource(FrameSource):
         except ImportError as exc:
             raise ActuatorError("[ir] mode alternate needs gpiozero for the illuminator (apt install "
                                 "python3-gpiozero, or pip install gpiozero)") from exc
-        factory = factory if factory is not None else open_pin_factory(factory_name)
+        factory = factory if factory is not None else (pins or PinFactory()).get()
         pin = options.illuminator_pin
         try:
             self._light = DigitalOutputDevice(pin, active_high=options.illuminator_active_high,

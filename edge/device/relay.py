@@ -156,5 +156,30 @@ def open_pin_factory(name: str):
         raise ActuatorError(f"relay.pin_factory = {name!r}: cannot load ({type(exc).__name__}: {exc})") from exc
 
 
-def open_relay(options: RelayOptions):
-    return Relay(options) if options.enabled else NoRelay()
+class PinFactory:
+    """The pin factory `[relay] pin_factory` names, one for all of a service's outputs (relay, challenge
+    indicator, IR illuminator), opened when the first of them is built (`get()`: the gpiozero factory, None
+    for gpiozero's default, itself one per process) and closed by `close()`. One, because each factory of
+    lgpio's holds a gpiochip file descriptor: one per reopened camera would run out of them, and pins in
+    use are only refused within one factory."""
+
+    def __init__(self, name: str = ""):
+        self.name = name
+        self._factory = None
+        self.opened = 0  # how many times a factory was opened (1 at most until closed)
+
+    def get(self):
+        if self.name and self._factory is None:
+            self._factory = open_pin_factory(self.name)
+            self.opened += 1
+        return self._factory
+
+    def close(self) -> None:
+        """Release its pins and handle (after the devices on it are closed)."""
+        if self._factory is not None:
+            self._factory.close()
+            self._factory = None
+
+
+def open_relay(options: RelayOptions, pins: PinFactory | None = None):
+    return Relay(options, pins.get() if pins else None) if options.enabled else NoRelay()

@@ -29,7 +29,7 @@ import numpy as np
 
 from edge.device.indicator import NoIndicator, open_indicator
 from edge.device.ir import IrSource
-from edge.device.relay import NoRelay, open_relay
+from edge.device.relay import NoRelay, PinFactory, open_relay
 from edge.device.sources import open_source
 from edge.device.systemd import sd_notify, watchdog_interval
 from edge.errors import FacelockError
@@ -88,6 +88,7 @@ class Service:
         self.decider: Decider | None = None
         self.relay = None
         self.indicator = None
+        self.pins = PinFactory(config.relay.pin_factory)  # the GPIO outputs' one factory, opened when needed
         self.has_lock = False
         self.outbox: Outbox | None = None
         self.link: MqttLink | None = None
@@ -123,10 +124,10 @@ class Service:
                                      liveness=liveness)
         # failed attempts and the lockout survive restarts and power cuts (edge.identity.lockout_store)
         self.decider = Decider(decide, LockoutStore(c.decide.state_path or None), liveness)
-        self.relay = self._relay if self._relay is not None else open_relay(c.relay)
+        self.relay = self._relay if self._relay is not None else open_relay(c.relay, self.pins)
         self.indicator = self._indicator if self._indicator is not None else \
             open_indicator(c.challenge.indicator_pin if c.challenge.enabled else -1,
-                           c.challenge.indicator_active_high, c.relay.pin_factory)
+                           c.challenge.indicator_active_high, self.pins)
         self.has_lock = not isinstance(self.relay, NoRelay)
         self.outbox = Outbox(c.outbox)
         self.link = MqttLink(c.mqtt, self.outbox)
@@ -174,7 +175,7 @@ class Service:
         if not c.ir.enabled:
             return source
         try:  # each frame gets its near-infrared view (edge.device.ir)
-            return IrSource(source, c.ir, factory_name=c.relay.pin_factory, colour=c.source)
+            return IrSource(source, c.ir, pins=self.pins, colour=c.source)
         except BaseException:
             source.close()
             raise
@@ -302,10 +303,9 @@ class Service:
             self.link.close(flush_timeout=self.options.shutdown_flush_s)
         if self.outbox is not None:
             self.outbox.close()
-        if self.relay is not None:
-            self.relay.close()
-        if self.indicator is not None:
-            self.indicator.close()
+        for output in (self.relay, self.indicator, self.pins):  # the factory last: its devices are closed
+            if output is not None:
+                output.close()
         if self.gallery is not None:
             self.gallery.close()
 
