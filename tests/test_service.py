@@ -262,3 +262,17 @@ def test_run_cli_check(tmp_path, capsys):
     bad.write_text("[relay]\npin = 'x'\n")
     assert main(["run", "--config", str(bad), "--check"]) == 1
     assert "relay.pin = 'x': expected an integer" in capsys.readouterr().err
+
+
+def test_the_relay_from_the_config_opens_the_door_on_the_services_one_pin_factory(broker, tmp_path):
+    """No relay handed in: the service builds it from `[relay]` (pin_factory "mock") on its PinFactory,
+    opened once and closed at shutdown after the relay."""
+    config = _config(tmp_path, broker.port)
+    sub = Subscriber(broker.port, ["facelock/svc/state"])
+    service = Service(config, components=(FakeDetector(), FakeAligner(), FakeEmbedder()),
+                      source_factory=lambda _o: ListSource([0, 1, 1, 1, 0], 0.01), install_signals=False)
+    assert service.run() == 0
+    assert service.has_lock and service.pins.opened == 1
+    assert service.relay._device.pin_factory is not None and service.relay._device.closed
+    assert sub.wait_for(lambda m: any(json.loads(p)["lock"] == "UNLOCKED" for _, p, _ in m))
+    sub.close()
