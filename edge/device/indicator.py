@@ -16,7 +16,8 @@ ON_S, OFF_S = 0.15, 0.25  # one pulse: long enough to hear or see, short enough 
 
 
 class Indicator:
-    """`signal(pulses)`: that many flashes, in the background; `close()`."""
+    """`signal(pulses)`: that many flashes, in the background; `close()`. The pin is on `factory` if given,
+    else on `pins` (the service's one `PinFactory`), else on gpiozero's default factory."""
 
     def __init__(self, pin: int, active_high: bool = True, pins: PinFactory | None = None, factory=None):
         try:

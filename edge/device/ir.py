@@ -85,8 +85,9 @@ def grey(image: np.ndarray) -> np.ndarray:
 
 
 class IrSource(FrameSource):
-    """`source`'s frames, each with its IR view (`Frame.ir`). `ir_camera` (camera mode) and `factory` (the
-    pin factory, alternate mode) are opened from `options` when not given."""
+    """`source`'s frames, each with its IR view (`Frame.ir`). `ir_camera` (camera mode) is opened from
+    `options` when not given; the illuminator's pin (alternate mode) is on `factory` if given, else on
+    `pins` (the service's one `PinFactory`), else on gpiozero's default factory."""
 
     def __init__(self, source: FrameSource, options: IrOptions, ir_camera: FrameSource | None = None,
                  factory=None, pins: PinFactory | None = None, colour: SourceOptions | None = None):
