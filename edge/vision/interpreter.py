@@ -109,20 +109,16 @@ def check_tflite_file(path: Path) -> None:
     sees it (some runtimes abort the process on a malformed flatbuffer): the identifier, and that every
     part of the model lies inside the file (`edge.vision.tflite_bounds`)."""
     try:
-        size = path.stat().st_size
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            size = os.fstat(fh.fileno()).st_size
+            if size < 16 or fh.read(8)[4:8] != TFLITE_MAGIC:
+                raise ModelError(f"{path}: not a TFLite model (no {TFLITE_MAGIC.decode()} identifier at byte 4)")
+            # A file cut short keeps its identifier; tflite-runtime 2.14 would follow its offsets out of the
+            # file. Mapped, not read: only the tables are touched, not the weights.
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                check_bounds(data)
     except FileNotFoundError:
         raise ModelError(f"{path}: no such model file") from None
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read model ({exc.strerror})") from exc
-    if size < 16 or head[4:8] != TFLITE_MAGIC:
-        raise ModelError(f"{path}: not a TFLite model (no {TFLITE_MAGIC.decode()} identifier at byte 4)")
-    # A file cut short keeps its identifier; tflite-runtime 2.14 would follow its offsets out of the file.
-    # Mapped, not read: only the tables are touched, not the weights.
-    try:
-        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            check_bounds(data)
     except Truncated as exc:
         raise ModelError(f"{path}: not a loadable TFLite model, truncated or corrupt ({exc})") from None
     except OSError as exc:
