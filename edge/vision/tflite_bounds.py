@@ -100,9 +100,9 @@ class _Table:
         return [self.r.table(start + 4 * i + self.r.u32(start + 4 * i, f"{self.what}.{name}[{i}]"),
                              f"{self.what}.{name}[{i}]") for i in range(length)]
 
-    def u32(self, index: int, default: int = 0) -> int:
+    def u32(self, index: int) -> int:
         at = self.field(index)
-        return self.r.u32(at, f"{self.what} field {index}") if at else default
+        return self.r.u32(at, f"{self.what} field {index}") if at else 0
 
     def u64(self, index: int) -> int:
         at = self.field(index)
@@ -120,30 +120,26 @@ def check_bounds(data: bytes | memoryview) -> None:
     model.tables(MODEL_OPERATOR_CODES, "operator_codes")
     model.string(MODEL_DESCRIPTION, "description")
     model.vector(MODEL_METADATA_BUFFER, 4, "metadata_buffer")
-    for i, metadata in enumerate(model.tables(MODEL_METADATA, "metadata")):
-        metadata.what = f"model.metadata[{i}]"
+    for metadata in model.tables(MODEL_METADATA, "metadata"):
         metadata.string(METADATA_NAME, "name")
     model.tables(MODEL_SIGNATURE_DEFS, "signature_defs")
     buffers = model.tables(MODEL_BUFFERS, "buffers")
-    for i, buffer in enumerate(buffers):
-        buffer.what = f"model.buffers[{i}]"
+    for buffer in buffers:
         buffer.vector(BUFFER_DATA, 1, "data")
         offset, size = buffer.u64(BUFFER_OFFSET), buffer.u64(BUFFER_SIZE)
         if offset > 1:  # 0 and 1 mean "no data outside the flatbuffer" in schema.fbs
-            r.need(offset, size, f"model.buffers[{i}]'s data")
-    for g, subgraph in enumerate(model.tables(MODEL_SUBGRAPHS, "subgraphs")):
-        subgraph.what = f"model.subgraphs[{g}]"
+            r.need(offset, size, f"{buffer.what}'s data")
+    for subgraph in model.tables(MODEL_SUBGRAPHS, "subgraphs"):
         subgraph.string(SUBGRAPH_NAME, "name")
         for index, name in ((SUBGRAPH_INPUTS, "inputs"), (SUBGRAPH_OUTPUTS, "outputs")):
             subgraph.vector(index, 4, name)
-        for t, tensor in enumerate(subgraph.tables(SUBGRAPH_TENSORS, "tensors")):
-            tensor.what = f"model.subgraphs[{g}].tensors[{t}]"
+        for tensor in subgraph.tables(SUBGRAPH_TENSORS, "tensors"):
             tensor.vector(TENSOR_SHAPE, 4, "shape")
             tensor.string(TENSOR_NAME, "name")
-            if tensor.u32(TENSOR_BUFFER) >= max(len(buffers), 1):
-                raise Truncated(f"{tensor.what}: buffer {tensor.u32(TENSOR_BUFFER)} of {len(buffers)}: the file "
-                                "is cut short or not a model")
-        for o, operator in enumerate(subgraph.tables(SUBGRAPH_OPERATORS, "operators")):
-            operator.what = f"model.subgraphs[{g}].operators[{o}]"
+            named = tensor.u32(TENSOR_BUFFER)
+            if named >= max(len(buffers), 1):
+                raise Truncated(f"{tensor.what}: buffer {named} of {len(buffers)}: the file is cut short or not a "
+                                "model")
+        for operator in subgraph.tables(SUBGRAPH_OPERATORS, "operators"):
             operator.vector(OPERATOR_INPUTS, 4, "inputs")
             operator.vector(OPERATOR_OUTPUTS, 4, "outputs")
