@@ -102,8 +102,9 @@ def spread_by_person(files: list[Path], limit: int | None, seed: int = 0) -> lis
     return sorted(out)
 
 
-# Bump when the rule for which face of a photo is cut changes (chip caches are keyed by it).
-SUBJECT_RULE = "pipeline-subject/1"
+# Bump when the rule for which face of a photo is cut changes (chip caches are keyed by it). 2: the
+# short-range model alone only for faces from 160 px (DetectorOptions.near_min_face_px).
+SUBJECT_RULE = "pipeline-subject/2"
 
 
 def build_chipset(root: str | os.PathLike, files: list[Path], pipeline, min_faces: int = 1,
