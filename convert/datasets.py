@@ -103,7 +103,7 @@ def spread_by_person(files: list[Path], limit: int | None, seed: int = 0) -> lis
 
 
 # Bump when the rule for which face of a photo is cut changes (chip caches are keyed by it). 2: the
-# short-range model alone only for faces from 160 px (DetectorOptions.near_min_face_px).
+# short-range model alone only for faces from 130 px (DetectorOptions.near_min_face_px).
 SUBJECT_RULE = "pipeline-subject/2"
 
 

@@ -223,38 +223,14 @@ def test_the_short_range_model_is_tried_first_and_trusted_only_on_large_faces(fu
     assert (near.runs, far.runs) == (2, 1)
     assert len(found.faces) == 1 and math.hypot(found.face.center[0] - 320, found.face.center[1] - 200) < 20
     assert found.detect_ms > 0 and found.landmarks_ms > 0
-
-
-def test_a_face_at_one_and_a_half_metres_is_not_sized_by_the_short_range_models_box(full_range, short_range,
-                                                                                     landmarker, lfw_dir):
-    """80-90-px faces (about 1.5 m from a door camera): the short-range model's box is too large there, and
-    the mesh fitted in it could come out too large as well, wide enough to pass for a face the short-range
-    model alone may be trusted with. With `near_min_face_px` 100 these three LFW `train` people's second
-    photos, placed in door frames, got eyes more than 25% too far apart in 41 of 48 frames (chips cut
-    around half the head: cosine 0.84-0.92 to the photo's own chip in the door benchmark's 80-px frames);
-    with the default (160) the full-range model looks too, and 4 of 48 are off (the limit leaves room for
-    another CPU's rounding)."""
-    from convert.bench.door import LFW_FACE_PX, door_frame
-    from edge.images import read_image_rgb
-
-    p = FacePipeline(full_range, FaceAligner(landmarker=landmarker), Embedder(), landmarker=landmarker,
-                     near_detector=short_range)
-    assert short_range.options.near_min_face_px == 160
-    off = []
-    for name in ("Maria_Luisa_Mendonca", "Melissa_Etheridge", "Tammy_Lynn_Michaels"):
-        photo = read_image_rgb(lfw_dir / name / "2.jpg")
-        own = p.subject(photo).face.landmarks  # the photo as it is: a 62-px face, found by the full-range model
-        eyes = float(np.linalg.norm(own[1] - own[0]))
-        rng = np.random.default_rng(0)
-        for _ in range(8):
-            for width in (80, 90):
-                frame, _centre = door_frame(photo, width, rng)
-                face = p.subject(frame).face
-                ratio = (np.inf if face is None else
-                         float(np.linalg.norm(face.landmarks[1] - face.landmarks[0])) / (eyes * width / LFW_FACE_PX))
-                if abs(ratio - 1) > 0.25:
-                    off.append((name, width, round(ratio, 2)))
-    assert len(off) <= 8, f"{len(off)} of 48 frames with the eye distance off by more than 25%: {off}"
+    # About 1 m from the door (a face 110 px wide; 2.5 x its eye distance is under `near_min_face_px`, 130):
+    # the full-range model looks too. At 100 it did not, and a short-range box 1.5x too large could leave a
+    # mesh too large with it, which then passed for a large face.
+    assert short_range.options.near_min_face_px == 130
+    mid = door_frame(hopper, full_range.detect(hopper)[0], 110)
+    found = p.subject(mid)
+    assert (near.runs, far.runs) == (3, 2)
+    assert len(found.faces) == 1 and 100 <= 2.5 * np.linalg.norm(found.face.landmarks[1] - found.face.landmarks[0]) < 130
 
 
 def test_the_short_range_model_keeps_its_own_threshold(detector_path, portraits):

@@ -82,15 +82,16 @@ class DetectorOptions:
     with `[model] num_threads`."""
     max_faces: int = 10
     """At most this many faces per frame, best scores first."""
-    near_min_face_px: float = 160.0
+    near_min_face_px: float = 130.0
     """When the short-range model is tried first (`FacePipeline.subject`), its faces count only from this
     width (2.5 x the landmark model's eye distance) up: on smaller faces its box and eye keypoints are off
     enough (measured on 60-px faces: boxes 1.5x too large, eye line 8-10 degrees off, now and then another
-    face) that the full-range model does better (TAR at FAR 1e-2 91% against 98%). Not 100: on 80-100-px
-    faces the mesh fitted in the short-range model's too-large box can come out too large itself (eyes 1.7x
-    too far apart), and its width then passed for a large face. On 826 LFW train people at 80 px that
-    misaligned 15 chips (cosine < 0.95 to the same photo's own chip) and cost 0.4 points of TAR at FAR 1e-2;
-    with 160 one."""
+    face) that the full-range model does better (TAR at FAR 1e-2 91% against 98%). On 70-130-px faces the
+    mesh fitted in a box that large now and then comes out too large itself (eyes 1.25-2x too far apart,
+    the chip cut around half the head) and its width passes for a large face. A trade, measured on LFW
+    `train` photos in door frames: of 2,034 such frames the short-range model alone misframed 23 at 100,
+    8 at 130, 0 at 160; of `make demo`'s frames (faces about 160 px) the full-range model then also runs on
+    0.5%, 2.5% and 58% (a frame 43% slower at 160)."""
 
     def validate(self) -> DetectorOptions:
         """Raise ConfigError naming the first field out of range. Both thresholds are fractions: a score
