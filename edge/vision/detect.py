@@ -91,8 +91,8 @@ class DetectorOptions:
     the chip cut around half the head) and its width passes for a large face. A trade, measured on LFW
     `train` photos in door frames: of 2,034 such frames the short-range model alone misframed 23 at 100,
     8 at 130, 0 at 160; of `make demo`'s frames (faces about 160 px) the full-range model then also runs on
-    0.5%, 2.5% and 58% (a frame 43% slower at 160). Faces of 100-130 px now cost what smaller ones always
-    did (110 px: 7.6 against 4.3 ms a frame on 2 threads of an AMD EPYC), not more than the worst case."""
+    0.5%, 2.5% and 58% (a frame 43% slower at 160). At 130, faces of 100-130 px cost what smaller ones
+    do (110 px: 7.6 against 4.3 ms a frame on 2 threads of an AMD EPYC), no more than the worst case."""
 
     def validate(self) -> DetectorOptions:
         """Raise ConfigError naming the first field out of range. Both thresholds are fractions: a score
