@@ -104,3 +104,22 @@ def test_full_mode_without_lfw_says_where_lfw_is_expected(tmp_path):
     assert proc.returncode == 1
     assert str(missing) in proc.stderr and "pairs_view2.csv" in proc.stderr and "--quick" in proc.stderr
     assert not (tmp_path / "docs" / "benchmarks.md").exists()
+
+
+def test_door_frame_conditions_dim_and_blur_as_named():
+    """The door frames' picture conditions (convert.bench.door.CONDITIONS): the same draw gives the same
+    scene; an eighth of the light is half as bright as a quarter; blur softens; an unknown name says which
+    exist."""
+    import numpy as np
+
+    from convert.bench.door import door_frame
+
+    photo = np.random.default_rng(0).integers(0, 256, (150, 150, 3), dtype=np.uint8)
+    frames = {c: door_frame(photo, 120, np.random.default_rng(5), c)[0].astype(np.float64)
+              for c in ("clean", "low_light", "dark", "blur", "blur2")}
+    assert frames["low_light"].mean() == pytest.approx(frames["clean"].mean() / 4, rel=0.05)
+    assert frames["dark"].mean() == pytest.approx(frames["low_light"].mean() / 2, rel=0.1)
+    detail = {c: np.abs(np.diff(f, axis=1)).mean() for c, f in frames.items()}
+    assert detail["clean"] > detail["blur"] > detail["blur2"]
+    with pytest.raises(ValueError, match="dusk.*clean, low_light, blur, dark, blur2"):
+        door_frame(photo, 120, np.random.default_rng(5), "dusk")
