@@ -207,5 +207,24 @@ def test_real_detector_and_aligner_on_portraits(detector_path, portraits):
     pair = np.ascontiguousarray(np.hstack([hopper, hopper]))
     with pytest.raises(NoFaceError, match="2 faces found"):
         p.embed_image(pair)
-    blurred = p.process(cv2.GaussianBlur(portraits[1], (0, 0), 8))
+    blurred = p.process(cv2.GaussianBlur(portraits[0], (0, 0), 6))
     assert blurred.face is not None and BLURRY in blurred.quality.failures
+
+
+def test_a_dim_face_is_refused_as_too_dark_not_as_blurry(detector_path, portraits):
+    """Real BlazeFace and gates on the portraits at a quarter of the light (sensor noise sigma 2): refused for
+    the light, which is what to fix (it was refused as blurry when sharpness was the Laplacian's variance);
+    the same face brightened back passes."""
+    from edge.vision.align import FaceAligner
+    from edge.vision.detect import BlazeFaceDetector
+    from edge.vision.quality import LOW_CONTRAST
+
+    p = FacePipeline(BlazeFaceDetector(detector_path), FaceAligner(), FakeEmbedder(), QualityGate())
+    rng = np.random.default_rng(0)
+    for image in portraits:
+        dim = np.clip(image * 0.25 + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
+        a = p.process(dim)
+        assert a.face is not None and a.quality.failures == (LOW_CONTRAST,) and "too dark" in a.reason
+        with pytest.raises(NoFaceError, match="too dark"):
+            p.embed_image(dim)
+        assert p.process(np.clip(dim.astype(np.float32) * 4, 0, 255).astype(np.uint8)).usable

@@ -10,6 +10,7 @@ from edge.types import Face
 from edge.vision.quality import (
     BLURRY,
     EYES_TOO_CLOSE,
+    LOW_CONTRAST,
     OUTSIDE_FRAME,
     ROLL,
     TOO_SMALL,
@@ -46,9 +47,14 @@ def face_at(cx, cy, size, yaw=0.0, roll=0.0):
 
 
 def textured_frame(h=480, w=640, seed=0):
+    """Grey-level detail at 4, 16 and 64 px scales (fine texture, features, shading, as a face has), mean
+    128, standard deviation 60 (a little clipped)."""
     rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (h // 4, w // 4, 3), dtype=np.uint8)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)  # detail at a 4-px scale, like skin/hair
+    img = np.zeros((h, w, 3), np.float32)
+    for cell in (4, 16, 64):
+        small = rng.normal(0, 1, (h // cell + 1, w // cell + 1, 3)).astype(np.float32)
+        img += cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.clip(128 + 60 * img / img.std(), 0, 255).astype(np.uint8)
 
 
 @pytest.mark.parametrize("yaw", [0.0, 15.0, -25.0, 40.0])
@@ -69,7 +75,7 @@ def test_good_face_passes():
     v = QualityGate().check(textured_frame(), face_at(320, 240, 160))
     assert v.ok and v.failures == () and v.reason == ""
     assert v.face_px == pytest.approx(160) and v.eye_distance_px == pytest.approx(64, abs=0.1)
-    assert v.sharpness > 100
+    assert v.sharpness > QualityOptions().min_sharpness and v.contrast > QualityOptions().min_contrast
 
 
 @pytest.mark.parametrize("face, code", [
@@ -92,12 +98,43 @@ def test_blur_gate_and_size_normalisation():
     frame = textured_frame()
     gate = QualityGate()
     sharp = gate.check(frame, face_at(320, 240, 160))
-    blurred = gate.check(cv2.GaussianBlur(frame, (0, 0), 6), face_at(320, 240, 160))
+    blurred = gate.check(cv2.GaussianBlur(frame, (0, 0), 6), face_at(320, 240, 80))
     assert sharp.ok and blurred.failures == (BLURRY,) and "sharpness" in blurred.reason
     # The same picture at half the size scores about the same (normalised), not 4x less or more.
     half = cv2.resize(frame, (320, 240), interpolation=cv2.INTER_AREA)
     small = gate.check(half, face_at(160, 120, 80))
     assert 0.5 < small.sharpness / sharp.sharpness < 2.0
+
+
+def test_sharpness_does_not_depend_on_the_light():
+    """Dimming a face dims its Laplacian with it: the sharpness stays, the contrast falls (the Laplacian's
+    variance alone fell 4x at half the light)."""
+    frame = textured_frame().astype(np.float32)
+    full = QualityGate().check(frame.astype(np.uint8), face_at(320, 240, 160))
+    dim = QualityGate().check((frame * 0.5).astype(np.uint8), face_at(320, 240, 160))
+    assert dim.sharpness == pytest.approx(full.sharpness, rel=0.05)
+    assert dim.contrast == pytest.approx(full.contrast / 2, rel=0.05)
+
+
+def test_a_face_in_the_dark_is_refused_as_too_dark_not_blurry():
+    """A dim face is refused for its light (false accepts rise there, see edge.vision.quality), named as
+    such: "more light", not "hold still"."""
+    gate = QualityGate(QualityOptions(min_contrast=20.0))
+    frame = textured_frame().astype(np.float32)
+    for light in (0.5, 0.1):
+        v = gate.check((frame * light).astype(np.uint8), face_at(320, 240, 160))
+        assert v.failures == (LOW_CONTRAST,) and "too dark" in v.reason and "sharpness" not in v.reason
+    lenient = QualityGate(QualityOptions(min_contrast=10.0)).check((frame * 0.5).astype(np.uint8),
+                                                                   face_at(320, 240, 160))
+    assert lenient.ok, lenient.reason
+
+
+def test_a_sharpness_threshold_in_the_old_unit_is_refused():
+    """`min_sharpness` was the Laplacian's variance (50); a config still saying 50 would refuse every face."""
+    from edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="min_sharpness"):
+        QualityOptions(min_sharpness=50.0).validate()
 
 
 def test_select_largest_and_most_central():
