@@ -41,7 +41,7 @@ def measure(bundle: Path, root: Path, people_n: int, threads: int) -> dict:
     enrol = [pipe.embed(read_image_rgb(p.enrol))[0] for p in people]
     gallery = np.stack([e if e is not None else np.zeros(128, np.float32) for e in enrol])
     enrolled = np.array([e is not None for e in enrol])
-    rows = []  # (condition, width, person, owner cosine, stranger cosines, gates ok, sharpness, contrast)
+    rows = []  # (condition, width, owner cosine, stranger cosines, gates ok, sharpness, contrast)
     for ci, condition in enumerate(CONDITIONS):
         for width in WIDTHS:
             rng = np.random.default_rng([11, ci, width])
