@@ -47,12 +47,10 @@ def measure(bundle: Path, root: Path, people_n: int, threads: int) -> dict:
             rng = np.random.default_rng([11, ci, width])
             for i, p in enumerate(people):
                 frame, centre = door_frame(read_image_rgb(p.probe), width, rng, condition)
-                face = pipe.pipeline.subject(frame).face
-                if not enrolled[i] or face is None or np.hypot(*(np.asarray(face.center) - centre)) > width / 2:
+                e, where, v = pipe.embed_checked(frame)
+                if not enrolled[i] or e is None or np.hypot(*(np.asarray(where) - centre)) > width / 2:
                     continue
-                e = np.asarray(pipe.stages.embedder.embed(pipe.stages.aligner.align(frame, face).chip[None]))[0]
                 scores = gallery @ e
-                v = pipe.gate.check(frame, face)
                 others = np.delete(scores, i)[np.delete(enrolled, i)]
                 rows.append((condition, width, float(scores[i]), others, v.ok, v.sharpness, v.contrast))
     return {"threshold": loaded.threshold.cosine, "people": len(people), "rows": rows}

@@ -124,12 +124,17 @@ class OursAtTheDoor:
 
     def embed(self, image: np.ndarray) -> tuple[np.ndarray | None, tuple[float, float] | None, bool]:
         """(unit embedding or None, the chosen face's centre, whether the lock's gates pass it)."""
+        e, centre, verdict = self.embed_checked(image)
+        return e, centre, verdict is not None and verdict.ok
+
+    def embed_checked(self, image: np.ndarray):
+        """(unit embedding or None, the chosen face's centre or None, the gates' QualityVerdict or None)."""
         face = self.pipeline.subject(image).face
         if face is None:
-            return None, None, False
+            return None, None, None
         chip = self.stages.aligner.align(image, face).chip
         e = np.asarray(self.stages.embedder.embed(chip[None]), dtype=np.float32)[0]
-        return e, face.center, self.gate.check(image, face).ok
+        return e, face.center, self.gate.check(image, face)
 
 
 class PeerAtTheDoor:

@@ -129,9 +129,9 @@ class QualityVerdict:
     face_px: float
     eye_distance_px: float
     sharpness: float
+    contrast: float
     yaw_deg: float
     roll_deg: float
-    contrast: float = 0.0
 
     @property
     def pose_only(self) -> bool:
@@ -257,8 +257,8 @@ class QualityGate:
         if not inside:
             failures.append((OUTSIDE_FRAME, f"face not fully inside the frame ({o.border_px:g} px border)"))
         if contrast < o.min_contrast:
-            failures.append((LOW_CONTRAST, f"face too dark or washed out: contrast {contrast:.1f}, need >= "
-                                           + f"{o.min_contrast:g} (more light on the face)"))
+            need = f"need >= {o.min_contrast:g} (more light on the face)"
+            failures.append((LOW_CONTRAST, f"face too dark or washed out: contrast {contrast:.1f}, {need}"))
         elif sharp < o.min_sharpness:  # a face too dark to measure is not called blurry as well
             failures.append((BLURRY, f"sharpness {sharp:.2f}, need >= {o.min_sharpness:g}"))
         if abs(yaw) > o.max_yaw_deg:
@@ -267,6 +267,6 @@ class QualityGate:
             failures.append((ROLL, f"head tilted {roll:+.0f} deg, limit {o.max_roll_deg:g}"))
         return QualityVerdict(
             ok=not failures, failures=tuple(c for c, _ in failures), reason="; ".join(m for _, m in failures),
-            face_px=face_px, eye_distance_px=eye_px, sharpness=sharp, yaw_deg=yaw, roll_deg=roll,
-            contrast=contrast,
+            face_px=face_px, eye_distance_px=eye_px, sharpness=sharp, contrast=contrast, yaw_deg=yaw,
+            roll_deg=roll,
         )
