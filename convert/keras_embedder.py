@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from convert.dlib_port import load_keras_model
-from edge.vision.embed import check_chips, l2_normalize, mirror_averaged, wants_mirror
+from edge.vision.embed import check_chips, l2_normalize, mirror_averaged, mirror_completed, wants_mirror
 
 
 def embedding_space(model) -> str:
@@ -60,6 +60,14 @@ class KerasEmbedder:
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         return mirror_averaged(self.raw, chips) if self.mirror else l2_normalize(self.raw(chips))
+
+    def embed_once(self, chips: np.ndarray) -> np.ndarray:
+        """One run, no mirror image (edge.vision.embed.TFLiteEmbedder.embed_once)."""
+        return l2_normalize(self.raw(chips))
+
+    def complete(self, chips: np.ndarray, once: np.ndarray) -> np.ndarray:
+        """`embed(chips)` given `embed_once(chips)` (edge.vision.embed.TFLiteEmbedder.complete)."""
+        return mirror_completed(self.raw, check_chips(chips, self.input_size), once) if self.mirror else once
 
 
 def _register() -> None:

@@ -78,6 +78,10 @@ def test_the_bundle_embeds_a_chip_and_its_mirror_image_as_its_card_says(converte
     assert np.allclose(got, want, atol=1e-6)
     assert np.allclose(embedder.embed(flipped[None])[0], got, atol=1e-6)
     assert float(once.embed(chip[None])[0] @ once.embed(flipped[None])[0]) < 0.9999  # the two halves differ
+    # in two steps (what the lock does when the first run may settle a frame): the same embedding
+    first = embedder.embed_once(chip[None])
+    assert np.allclose(first, once.embed(chip[None]), atol=1e-6)
+    assert np.allclose(embedder.complete(chip[None], first)[0], got, atol=1e-6)
 
 
 def test_embed_cli_runs_the_bundle(converted, fixtures_dir, keras_model_path):

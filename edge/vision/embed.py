@@ -44,9 +44,14 @@ def mirror_averaged(embed_raw, chips: np.ndarray) -> np.ndarray:
     """Unit rows of the mean of `embed_raw`'s unit embeddings of the chips and of their mirror images
     (left and right swapped): the test-time flip a model card's `mirror_average` asks for. A chip and its
     mirror image give the same embedding, so which way a camera or a photo is flipped does not matter."""
-    plain = l2_normalize(embed_raw(chips))
+    return mirror_completed(embed_raw, chips, l2_normalize(embed_raw(chips)))
+
+
+def mirror_completed(embed_raw, chips: np.ndarray, once: np.ndarray) -> np.ndarray:
+    """`mirror_averaged(embed_raw, chips)` when the chips' own unit embeddings (`once`) are already made: only
+    the mirror images are run."""
     mirror = l2_normalize(embed_raw(np.ascontiguousarray(chips[:, :, ::-1])))
-    return l2_normalize(plain + mirror)
+    return l2_normalize(once + mirror)
 
 
 def wants_mirror(card: EmbedderCard | None, mirror: bool | None = None) -> bool:
@@ -108,6 +113,16 @@ class TFLiteEmbedder:
     def embed(self, chips: np.ndarray) -> np.ndarray:
         chips = check_chips(chips, self.input_size)
         return mirror_averaged(self._run, chips) if self.mirror else l2_normalize(self._run(chips))
+
+    def embed_once(self, chips: np.ndarray) -> np.ndarray:
+        """The chips' unit embeddings from one run of the model, without the mirror image: `embed` when the
+        card does not mirror-average, its first half when it does (see `complete`)."""
+        return l2_normalize(self._run(check_chips(chips, self.input_size)))
+
+    def complete(self, chips: np.ndarray, once: np.ndarray) -> np.ndarray:
+        """`embed(chips)` given `once = embed_once(chips)`: the mirror run and the average when the card
+        mirror-averages, `once` itself when it does not."""
+        return mirror_completed(self._run, check_chips(chips, self.input_size), once) if self.mirror else once
 
     def _run(self, chips: np.ndarray) -> np.ndarray:
         """The model's raw (N, D) outputs, one invoke per chip."""
