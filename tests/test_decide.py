@@ -76,6 +76,36 @@ def test_no_vote_below_threshold_or_margin(match, why):
     assert why in out[-1].reason
 
 
+@pytest.mark.parametrize("match, settled", [
+    (m(score=0.95, runner_score=0.3), True),  # a vote whatever the mirror run adds or takes (band 0.03)
+    (m(score=0.6, runner_score=0.3), True),  # far below the threshold: no vote either way
+    (m(score=0.82, runner_score=0.3), False),  # within the band of the threshold
+    (m(score=0.78, runner_score=0.3), False),  # just under it: the mirror run might lift it over
+    (m(score=0.95, runner_score=0.89), False),  # margin 0.06: the margin moves twice as far as a cosine
+    (m(score=0.95, runner_score=0.94), False),  # margin 0.01: 0.06 more would make it a vote
+    (m(score=0.95, runner_score=0.3, negative=0.97), True),  # margin -0.02 (a negative example): no vote
+    (Match(None, -1.0, "alice", 0.95, -1.0, 0.0, ("alice",)), False),  # vetoed near the threshold
+    (Match(None, -1.0, "alice", 0.5, -1.0, 0.0, ("alice",)), True),
+    (Match(None, -1.0, None, -1.0, -1.0, 0.0), True),  # nobody enrolled
+])
+def test_a_match_far_from_the_threshold_and_the_margin_is_settled_by_the_first_run(match, settled):
+    from dataclasses import replace
+
+    decider = Decider(replace(OPTS, first_run_band=0.03))
+    assert decider.settled(match) is settled
+    # settled means: the vote is the same for every score within the band (the mirror run's reach)
+    if settled and match.person is not None:
+        votes = set()
+        for shift in (-0.03, 0.0, 0.03):
+            for rival in (-0.03, 0.0, 0.03):
+                moved = m(match.person, match.score + shift, match.runner_up, match.runner_up_score + rival,
+                          match.negative_score + rival)
+                fresh = Decider(OPTS)
+                votes.add(feed(fresh, [moved] * 3, 0.0)[-1].outcome)
+        assert len(votes) == 1
+    assert not Decider(replace(OPTS, first_run_band=0.0)).settled(m(score=0.99))  # 0: always the mirror run
+
+
 def test_votes_must_fall_within_window():
     d = Decider(OPTS)
     out = feed(d, [m()] * 6, 0.0, dt=1.6)  # 3 votes span 3.2 s > window 3 s (gap 1.6 < 2: one attempt)

@@ -11,6 +11,7 @@ from edge.identity.decide import DecideOptions, Decider, Outcome
 from edge.identity.gallery import Gallery
 from edge.identity.match import Matcher
 from edge.types import CHIP_SIZE, AlignedFace, Face
+from edge.vision.embed import l2_normalize, mirror_averaged, mirror_completed
 from edge.vision.pipeline import FacePipeline
 from edge.vision.quality import TOO_SMALL, QualityGate
 from facelock.cli import main
@@ -118,6 +119,59 @@ def test_frames_to_decision_end_to_end(tmp_path):
     assert outcomes == [Outcome.PENDING, Outcome.PENDING, Outcome.ACCEPT]
     stranger = p.process(scene((3, 320, 240, 160)))
     assert stranger.match.score < 0.9
+
+
+class TwoStepEmbedder(FakeEmbedder):
+    """FakeEmbedder's model, mirror-averaged as a bundle's card asks (edge.vision.embed), counting its runs."""
+
+    mirror = True
+
+    def __init__(self):
+        self.runs = 0
+
+    def _raw(self, chips):
+        self.runs += len(chips)
+        return FakeEmbedder.embed(self, chips)
+
+    def embed(self, chips):
+        return mirror_averaged(self._raw, chips)
+
+    def embed_once(self, chips):
+        return l2_normalize(self._raw(chips))
+
+    def complete(self, chips, once):
+        return mirror_completed(self._raw, chips, once)
+
+
+def test_the_mirror_run_is_spent_only_on_frames_it_can_change(tmp_path):
+    """With the decider's `settled`, a frame whose first-run match decides its vote is not run mirrored;
+    one near the threshold is, and then carries the full embedding and its match. Without `settled`
+    (enrolment) every frame gets both runs."""
+    g = Gallery(tmp_path / "g.db")
+    embedder = TwoStepEmbedder()
+    p = FacePipeline(FakeDetector(), FakeAligner(), embedder, QualityGate())
+    alice = p.embed_image(scene((1, 320, 240, 160)))
+    g.enroll("alice", alice)
+    p.matcher = Matcher(g)
+    frame = scene((1, 330, 240, 158))
+    embedder.runs = 0
+    full = p.process(frame)
+    assert embedder.runs == 2 and not full.once
+    assert np.allclose(full.embedding, embedder.embed(full.aligned.chip[None])[0], atol=1e-6)
+    once = embedder.embed_once(full.aligned.chip[None])[0]
+    assert abs(float(once @ alice) - full.match.score) > 1e-4  # the mirror run moves the score a little
+
+    for threshold, band, runs, skipped in [(0.5, 0.05, 1, True),  # far above: a vote either way
+                                           (float(once @ alice), 0.05, 2, False),  # at the threshold
+                                           (0.5, 0.0, 2, False)]:  # band 0: always
+        decider = Decider(DecideOptions(threshold=threshold, first_run_band=band))
+        embedder.runs = 0
+        a = p.process(frame, settled=decider.settled)
+        assert (embedder.runs, a.once) == (runs, skipped)
+        want = once if skipped else full.embedding
+        assert np.allclose(a.embedding, want, atol=1e-6)
+        assert a.match.score == pytest.approx(float(want @ alice), abs=1e-5)
+        assert a.times.embed > 0 and a.times.match > 0
 
 
 @pytest.fixture

@@ -3,9 +3,8 @@
 Feed `Decider.update(match, now)` once per frame, with `now` from the monotonic clock and `match` None when
 the frame had no usable face (none found, or the subject failed the quality gates).
 
-**Votes.** A frame votes for person P when P is the match, its cosine >= `threshold`, and its margin
-(ahead of the runner-up and of P's own negative examples, see edge.identity.match) >= `margin`; otherwise it votes
-for nobody. P is accepted when P has `k` votes among the last `n` face frames, all within `window_s`
+**Votes.** A frame votes for person P when P is the match, its cosine >= `threshold` and its margin >=
+`margin` (edge.identity.vote); otherwise it votes for nobody. P is accepted when P has `k` votes among the last `n` face frames, all within `window_s`
 seconds, and no other person has a vote among those `n` frames. One lucky frame never opens the door; a
 face that wavers between two people (A/B/A/B/A) never does either: neither opens until the other's votes
 have left the last `n` frames.
@@ -59,6 +58,7 @@ from edge.identity.lockout_store import (
     backoff_s,
 )
 from edge.identity.match import Match
+from edge.identity.vote import first_run_settles, frame_vote
 from edge.options import DAY_S, HOUR_S, MAX_COUNT, WEEK_S, check
 from edge.types import LivenessState, LivenessVerdict
 
@@ -91,6 +91,11 @@ class DecideOptions:
     """Smallest cosine that counts as a vote (the bundle's operating threshold; dlib's 0.6 distance)."""
     margin: float = 0.05
     """How far the best person's cosine must be ahead of the runner-up and of their negative examples."""
+    first_run_band: float = 0.015
+    """A frame is decided on the embedder's first run alone (a mirror-averaging bundle then skips the mirror
+    run) when its cosine is this far from `threshold` and its margin twice this far from `margin`
+    (edge.identity.vote). The mirror run moved door frames' cosines near the threshold by 0.015 in 99.9% of
+    LFW train comparisons, and at 0.015 no vote changed (benchmarks/first_run.py). 0: always the mirror run."""
     k: int = 3
     """Votes for one person needed to accept ..."""
     n: int = 5
@@ -126,6 +131,7 @@ class DecideOptions:
         return check("decide", self, [
             ("threshold", -1.0 <= self.threshold <= 1.0, "a cosine in [-1, 1]"),
             ("margin", 0.0 <= self.margin < 2.0, "in [0, 2)"),
+            ("first_run_band", 0.0 <= self.first_run_band <= 1.0, "in [0, 1] (0: always the mirror run)"),
             ("k", 1 <= self.k <= self.n, f"between 1 and n ({self.n})"),
             ("n", 1 <= self.n <= MAX_COUNT, f"1-{MAX_COUNT}"),
             ("window_s", 0 < self.window_s <= HOUR_S, "0 < seconds <= 3600"),
@@ -305,6 +311,10 @@ class Decider:
             return _with_events(ended, events)  # this frame (if it has a face) counts toward the next attempt
         return _with_events(decision, events)
 
+    def settled(self, match: Match) -> bool:
+        """Whether `match`, from the embedder's first run alone, decides its frame's vote (edge.identity.vote)."""
+        return first_run_settles(match, self.options.threshold, self.options.margin, self.options.first_run_band)
+
     def _frame(self, match: Match | None, now: float, sample: Any = None) -> Decision:
         o = self.options
         # A head turned past the pose gates while P's liveness is pending (answering a challenge): no vote,
@@ -318,19 +328,10 @@ class Decider:
             return Decision(Outcome.PENDING, now, best, top if best is not None else None,
                             "no usable face this frame", attempt_frames=self._attempt_frames)
         person, score = (self._liveness_for, None) if match is None else (match.person, match.score)
-        vote: str | None = None
         if match is None:
-            why = f"{person}: head turned past the pose gates (no vote)"
-        elif match.person is None:
-            why = "vetoed by negative examples: " + ", ".join(match.vetoed) if match.vetoed else "no candidate"
-        elif match.score < o.threshold:
-            why = f"{match.person} {match.score:.3f} below threshold {o.threshold:g}"
-        elif match.margin < o.margin:
-            rival = match.runner_up if match.runner_up_score >= match.negative_score else "a negative example"
-            why = f"{match.person} {match.score:.3f} too close to {rival} (margin {match.margin:.3f} < {o.margin:g})"
+            vote, why = None, f"{person}: head turned past the pose gates (no vote)"
         else:
-            vote = match.person
-            why = ""
+            vote, why = frame_vote(match, o.threshold, o.margin)
         if vote is not None and self._cooldown.get(vote, float("-inf")) > now:
             left = self._cooldown[vote] - now
             return Decision(Outcome.PENDING, now, vote, match.score,

@@ -294,8 +294,8 @@ class Service:
 
     def _shutdown(self) -> None:
         sd_notify("STOPPING=1")
-        log.info("service: stopping after %d frames (%d bad), %d events", self.stats.frames,
-                 self.stats.bad_frames, self.stats.events)
+        log.info("service: stopping after %d frames (%d bad, %d faces decided without the mirror run), %d events",
+                 self.stats.frames, self.stats.bad_frames, self.stats.embedded_once, self.stats.events)
         if self.relay is not None:
             self.relay.lock()
         if self.link is not None:
@@ -328,18 +328,19 @@ class Service:
     def _frame(self, frame) -> None:
         self._commands()
         start = time.monotonic()
+        settled = self.decider.settled if self.commands.enrolment is None else None  # enrolling: whole embeddings
         try:
             image = frame.image
             if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
                     or image.shape[2] != 3 or min(image.shape[:2]) < 8:
                 raise ValueError(f"expected an (H, W, 3) uint8 frame, got {getattr(image, 'shape', None)} "
                                  f"{getattr(image, 'dtype', type(image).__name__)}")
-            analysis = self.pipeline.process(image, ir=frame.ir)
+            analysis = self.pipeline.process(image, ir=frame.ir, settled=settled)
         except Exception as exc:  # noqa: BLE001 -- a bad frame never stops the service
             self.stats.bad_frames += 1
             log.warning("service: frame %s skipped: %s: %s", getattr(frame, "label", "?"), type(exc).__name__, exc)
             return
-        self.stats.add(start, stage_dict(analysis.times))
+        self.stats.add(start, stage_dict(analysis.times), analysis.once)
         if self.commands.enrolment is not None:  # while enrolling, faces are collected, not decided on
             self.commands.enrol_frame(analysis, frame.timestamp, time.monotonic())
             return

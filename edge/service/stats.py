@@ -22,16 +22,19 @@ class StageStats:
         self.bad_frames = 0
         self.events = 0
         self.challenges = 0  # active challenges announced
+        self.embedded_once = 0  # faces decided on the embedder's first run, the mirror run skipped (Decider.settled)
 
-    def add(self, now: float, stages: dict[str, float]) -> None:
-        """One analysed frame, started at `now` (monotonic seconds), with its stage times in ms."""
+    def add(self, now: float, stages: dict[str, float], once: bool = False) -> None:
+        """One analysed frame, started at `now` (monotonic seconds), with its stage times in ms; `once`: its
+        face was decided without the embedder's mirror run (FrameAnalysis.once)."""
         self.frames += 1
+        self.embedded_once += once
         self.times.append((now, stages))
 
     def summary(self) -> dict[str, Any]:
         """Counts, frames per second and p50/p95 latency per stage (ms), as published on the stats topic."""
         out: dict[str, Any] = {"frames": self.frames, "bad_frames": self.bad_frames, "events": self.events,
-                               "challenges": self.challenges}
+                               "challenges": self.challenges, "embedded_once": self.embedded_once}
         if len(self.times) >= 2:
             span = self.times[-1][0] - self.times[0][0]
             out["fps"] = round((len(self.times) - 1) / span, 2) if span > 0 else None

@@ -61,6 +61,13 @@ class MatcherLike(Protocol):
     def match(self, embedding: np.ndarray) -> Any: ...
 
 
+class Settled(Protocol):
+    """The decider's word on a match made from the embedder's first run alone: True when the frame's vote
+    cannot change with the mirror run (edge.identity.decide.Decider.settled)."""
+
+    def __call__(self, match: Any) -> bool: ...
+
+
 @dataclass(frozen=True, eq=False)
 class FrameAnalysis:
     """Everything one frame produced. `face` is the chosen subject (None when no face was found);
@@ -75,6 +82,7 @@ class FrameAnalysis:
     times: StageTimes
     match: Any = None  # edge.identity.match.Match when the pipeline has a matcher
     liveness: Any = None  # edge.vision.liveness.LivenessSample (a usable face, or one failing only the pose gates)
+    once: bool = False  # the embedding is the first run's alone: its match was settled without the mirror run
 
     @property
     def usable(self) -> bool:
@@ -167,8 +175,15 @@ class FacePipeline:
         face = self.quality.select(faces, frame)
         return Subject(faces, face, t_detect, t_marks, _ms(t))
 
-    def process(self, frame: np.ndarray, ir: np.ndarray | None = None) -> FrameAnalysis:
-        """The frame's analysis; `ir`: its near-infrared view, for the liveness stage (edge.device.ir)."""
+    def process(self, frame: np.ndarray, ir: np.ndarray | None = None, settled: Settled | None = None) -> FrameAnalysis:
+        """The frame's analysis; `ir`: its near-infrared view, for the liveness stage (edge.device.ir).
+
+        `settled` (with a matcher and an embedder that mirror-averages in two steps, `embed_once` and
+        `complete`): the chip is embedded once and matched, and when `settled` says that match already
+        decides the frame's vote, the mirror run is skipped (`FrameAnalysis.once`); otherwise the embedding is
+        completed and matched again. A score far from the threshold is not moved across it by the mirror
+        run, so the lock spends that run only on the frames it can change. Enrolment never passes it: its
+        templates are always the full embedding."""
         found = self.subject(frame)
         faces, face = found.faces, found.face
         extra = {"landmarks": found.landmarks_ms} if self.landmarker is not None else {}
@@ -188,6 +203,10 @@ class FacePipeline:
         t = time.monotonic()
         aligned = self.aligner.align(frame, face)
         t_align = _ms(t)
+        if settled is not None and self.matcher is not None and getattr(self.embedder, "mirror", False) \
+                and hasattr(self.embedder, "embed_once"):
+            return self._embed_in_two(found, verdict, aligned, settled, StageTimes(
+                detect=found.detect_ms, align=t_align, extra=extra), sample)
         t = time.monotonic()
         embedding = np.asarray(self.embedder.embed(aligned.chip[None]), dtype=np.float32)[0]
         t_embed = _ms(t)
@@ -199,6 +218,27 @@ class FacePipeline:
             t_match = _ms(t)
         times = StageTimes(detect=found.detect_ms, align=t_align, embed=t_embed, match=t_match, extra=extra)
         return FrameAnalysis(faces, face, verdict, aligned, embedding, times, match, sample)
+
+    def _embed_in_two(self, found: Subject, verdict: QualityVerdict, aligned: AlignedFace, settled: Settled,
+                      times: StageTimes, sample: Any) -> FrameAnalysis:
+        """`process`'s embed and match when `settled` may spare the mirror run (see `process`)."""
+        chips = aligned.chip[None]
+        t = time.monotonic()
+        once = np.asarray(self.embedder.embed_once(chips), dtype=np.float32)
+        t_embed = _ms(t)
+        t = time.monotonic()
+        match = self.matcher.match(once[0])
+        t_match = _ms(t)
+        embedding, done = once[0], settled(match)
+        if not done:
+            t = time.monotonic()
+            embedding = np.asarray(self.embedder.complete(chips, once), dtype=np.float32)[0]
+            t_embed += _ms(t)
+            t = time.monotonic()
+            match = self.matcher.match(embedding)
+            t_match += _ms(t)
+        times = StageTimes(times.detect, times.align, t_embed, t_match, times.extra)
+        return FrameAnalysis(found.faces, found.face, verdict, aligned, embedding, times, match, sample, once=done)
 
     def embed_image(self, image: np.ndarray) -> np.ndarray:
         """The embedding of the one face in a still photo. NoFaceError when the photo holds no face, more
