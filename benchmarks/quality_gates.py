@@ -15,16 +15,13 @@ found faces the lock's default gates let through.
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
-from common import DEFAULT_LFW, table
+from common import table, train_door_main
 
 from convert.bench.door import CONDITIONS, OursAtTheDoor, door_frame, door_people
-from convert.bench.machine import machine
 from edge.images import read_image_rgb
 from edge.models.bundle import load_bundle
 from edge.vision.build import bundle_stages
@@ -102,26 +99,5 @@ def report(res: dict) -> dict:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="out/full/bundle", help="model bundle (default out/full/bundle)")
-    ap.add_argument("--lfw", help="LFW folder (default ../shared/data/lfw)")
-    ap.add_argument("--people", type=int, default=300, help="train people drawn at random (default 300)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", help="also write the figures to this JSON file")
-    args = ap.parse_args()
-    root = Path(args.lfw) if args.lfw else DEFAULT_LFW
-    if not (root / "split.csv").is_file():
-        raise SystemExit(f"LFW with split.csv not found at {root}; pass --lfw DIR")
-    m = machine()
-    print(f"CPU: {m['cpu']}, {m['usable_cores']} usable cores, SIMD {m['simd'] or 'unknown'}")
-    res = measure(Path(args.bundle), root, args.people, args.threads)
-    print(f"bundle {args.bundle}: threshold {res['threshold']:.4f}; {res['people']} LFW train people\n")
-    out = report(res)
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(train_door_main(__doc__, measure, report))
