@@ -66,9 +66,15 @@ class OursTimer:
     (`interleaved`). Frames come back to back, or with `fps` at a camera's pace: a frame starts every 1/fps
     s, and the interpreters' threads go idle in between, as they do at the door."""
 
-    def __init__(self, embedder_path: Path, threads: int, before: bool = False, mirror: bool = False):
+    def __init__(self, embedder_path: Path, threads: int, before: bool = False, mirror: bool = False,
+                 matcher=None, settled=None):
+        """`matcher`: what each face is matched against (default: a synthetic gallery of SPEED_GALLERY
+        templates); `settled` (a mirror-averaging embedder): the decider's rule, so that the mirror run is
+        spent only on faces whose vote it could change, as the lock does (FacePipeline.process)."""
         self.pipeline = ours_stages(embedder_path, threads, before, mirror).pipeline()
-        self.matcher = _gallery_matcher(SPEED_GALLERY)
+        self.matcher = matcher if matcher is not None else _gallery_matcher(SPEED_GALLERY)
+        self.settled = settled if mirror else None
+        self.mirror_runs = 0  # faces embedded (first pass over the frames) that got the mirror run
         self.times: dict[str, list[float]] = {k: [] for k in STAGES}
         self.faces_found = self.frames = 0
         self.passes = 0
@@ -99,16 +105,32 @@ class OursTimer:
             self.faces_found += self.passes == 0 and r < len(frames)
             aligned = pipeline.aligner.align(frame, found.face)
             t2 = time.perf_counter()
-            e = pipeline.embedder.embed(aligned.chip[None])[0]
-            t3 = time.perf_counter()
-            self.matcher.match(e)
-            _record(times, t0, t1, t2, t3, time.perf_counter())
+            if self.settled is None:
+                e = pipeline.embedder.embed(aligned.chip[None])[0]
+                t3 = time.perf_counter()
+                self.matcher.match(e)
+                _record(times, t0, t1, t2, t3, time.perf_counter())
+            else:  # FacePipeline.process with `settled`: embed once, match, the mirror run only if unsettled
+                chips = aligned.chip[None]
+                once = pipeline.embedder.embed_once(chips)
+                t3 = time.perf_counter()
+                match = self.matcher.match(once[0])
+                t4 = time.perf_counter()
+                matched = t4 - t3
+                if not self.settled(match):
+                    self.mirror_runs += self.passes == 0 and r < len(frames)
+                    e = pipeline.embedder.complete(chips, once)[0]
+                    t3 += time.perf_counter() - t4
+                    t4 = time.perf_counter()
+                    self.matcher.match(e)
+                    matched += time.perf_counter() - t4
+                _record(times, t0, t1, t2, t3, t3 + matched)
             times["align"][-1] += found.select_ms  # choosing the subject counts with the alignment, as before
         self.passes += passes
 
     def result(self) -> dict:
         return {**{k: stats(v) for k, v in self.times.items()}, "faces_found": self.faces_found,
-                "frames": self.frames}
+                "frames": self.frames, "mirror_runs": self.mirror_runs if self.settled else None}
 
 
 def time_ours(frames: list[np.ndarray], embedder_path: Path, threads: int, repeat: int, progress: bool,
