@@ -4,10 +4,10 @@ Feed `Decider.update(match, now)` once per frame, with `now` from the monotonic 
 the frame had no usable face (none found, or the subject failed the quality gates).
 
 **Votes.** A frame votes for person P when P is the match, its cosine >= `threshold` and its margin >=
-`margin` (edge.identity.vote); otherwise it votes for nobody. P is accepted when P has `k` votes among the last `n` face frames, all within `window_s`
-seconds, and no other person has a vote among those `n` frames. One lucky frame never opens the door; a
-face that wavers between two people (A/B/A/B/A) never does either: neither opens until the other's votes
-have left the last `n` frames.
+`margin` (edge.identity.vote); otherwise it votes for nobody. P is accepted when P has `k` votes among the
+last `n` face frames, all within `window_s` seconds, and no other person has a vote among those `n` frames.
+One lucky frame never opens the door; a face that wavers between two people (A/B/A/B/A) never does either:
+neither opens until the other's votes have left the last `n` frames.
 
 **Attempt.** An attempt is a run of frames with a usable face. It begins at the first such frame and ends:
 - with an accept (success);

@@ -22,7 +22,7 @@ NoFaceError saying what was wrong otherwise.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -237,8 +237,8 @@ class FacePipeline:
             t = time.monotonic()
             match = self.matcher.match(embedding)
             t_match += _ms(t)
-        times = StageTimes(times.detect, times.align, t_embed, t_match, times.extra)
-        return FrameAnalysis(found.faces, found.face, verdict, aligned, embedding, times, match, sample, once=done)
+        return FrameAnalysis(found.faces, found.face, verdict, aligned, embedding,
+                             replace(times, embed=t_embed, match=t_match), match, sample, once=done)
 
     def embed_image(self, image: np.ndarray) -> np.ndarray:
         """The embedding of the one face in a still photo. NoFaceError when the photo holds no face, more
