@@ -30,6 +30,7 @@ from common import table, train_door_main
 from convert.bench.door import OursAtTheDoor, door_frame, door_people
 from edge.identity.decide import DecideOptions, Decider
 from edge.identity.match import Match
+from edge.identity.vote import frame_vote
 from edge.images import read_image_rgb
 from edge.models.bundle import load_bundle
 from edge.vision.build import bundle_stages
@@ -72,14 +73,15 @@ def measure(bundle: Path, root: Path, people_n: int, threads: int) -> dict:
 
 
 def _vote(scores: np.ndarray, o: DecideOptions) -> tuple[int, Match]:
-    """The decider's vote on one frame at a door whose people have these cosines (index or -1), and the
-    Match the matcher would report (no negative examples)."""
+    """The decider's vote (edge.identity.vote) on one frame at a door whose people have these cosines (index
+    or -1), and the Match the matcher would report (no negative examples)."""
     order = np.argsort(scores)[::-1]
     best, runner = int(order[0]), int(order[1])
     m = Match(person=str(best), score=float(scores[best]), runner_up=str(runner),
               runner_up_score=float(scores[runner]), negative_score=-1.0,
               margin=float(scores[best] - scores[runner]))
-    return (best if m.score >= o.threshold and m.margin >= o.margin else -1), m
+    person, _why = frame_vote(m, o.threshold, o.margin)
+    return (best if person is not None else -1), m
 
 
 def report(res: dict) -> dict:
