@@ -24,7 +24,7 @@ from convert.errors import ConvertError
 @dataclass(frozen=True)
 class PruneOptions:
     target_sparsity: float = 0.5  # fraction of weights set to zero in each pruned layer
-    epochs: int = 4  # passes over the training chips
+    epochs: int = 12  # passes over the training chips (why 12: ConvertOptions.epochs)
     batch_size: int = 32
     learning_rate: float = 5e-5  # the model is already trained: small steps
     ramp_fraction: float = 0.6  # sparsity reaches its target after this fraction of the steps

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from convert.compress.run import ConvertOptions
 from convert.compress.run import __doc__ as PIPELINE_DOC
 from convert.datasets import DEFAULT_LFW
 from convert.errors import DataError
+
+# One place holds the conversion defaults: ConvertOptions (the help shows them).
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(ConvertOptions)}
 
 EPILOG = """\
 examples:
@@ -147,8 +152,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", default="6-10", help="folds of the pair list to report on (default 6-10)")
     p.add_argument("--out", default="out/bundle", help="bundle folder to write (a .tar.gz is written beside it)")
     p.add_argument("--workdir", help="checkpoints, caches and reports (default: beside --out, 'work')")
-    p.add_argument("--sparsity", type=float, default=0.5, help="target weight sparsity, 0 to skip pruning (default 0.5)")
-    p.add_argument("--epochs", type=int, default=4, help="distillation fine-tune epochs (default 4)")
+    p.add_argument("--sparsity", type=float, default=DEFAULTS["sparsity"],
+                   help=f"target weight sparsity, 0 to skip pruning (default {DEFAULTS['sparsity']})")
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"],
+                   help=f"distillation fine-tune epochs (default {DEFAULTS['epochs']}; fewer lose accuracy at the door, "
+                        "see docs/conversion.md)")
     p.add_argument("--train-faces", type=int, default=3000, help="training photos to use (default 3000)")
     p.add_argument("--calibration", type=int, default=400, help="int8 calibration chips, >= 300 (default 400)")
     p.add_argument("--target-far", type=float, default=1e-3, help="false accept rate for the threshold (default 1e-3)")
