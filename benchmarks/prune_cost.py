@@ -38,13 +38,14 @@ def pipeline(bundle: Path, threads: int):
 
 def embed_all(pipe, images: list, centres: list | None, width: float | None) -> tuple[np.ndarray, np.ndarray]:
     """(unit embeddings, found): a face counts when it is the placed one (within half its width)."""
-    emb, found = np.zeros((len(images), 128), np.float32), np.zeros(len(images), bool)
+    embs = []
     for i, image in enumerate(images):
         e, where, _ok = pipe.embed(image)
-        if e is None or (centres is not None and np.hypot(*(np.asarray(where) - centres[i])) > width / 2):
-            continue
-        emb[i, :len(e)], found[i] = e, True
-    return emb, found
+        lost = e is None or (centres is not None and np.hypot(*(np.asarray(where) - centres[i])) > width / 2)
+        embs.append(None if lost else np.asarray(e, np.float32))
+    dim = next((len(e) for e in embs if e is not None), 1)  # the bundle's embedding size, whatever it is
+    found = np.array([e is not None for e in embs])
+    return np.stack([np.zeros(dim, np.float32) if e is None else e for e in embs]), found
 
 
 def figures(probes: np.ndarray, found: np.ndarray, gallery: np.ndarray, enrolled: np.ndarray,
