@@ -50,11 +50,11 @@ def embed_all(pipe, images: list, centres: list | None, width: float | None) -> 
 
 def figures(probes: np.ndarray, found: np.ndarray, gallery: np.ndarray, enrolled: np.ndarray,
             threshold: float) -> dict:
+    from convert.bench.door import _scores
     from convert.compress.metrics import roc_curve, tar_at_far
 
-    s = np.where(found[:, None] & enrolled[None, :], probes @ gallery.T, -np.inf)
-    same = np.eye(len(probes), dtype=bool)
-    roc = roc_curve(s.reshape(-1), same.reshape(-1))
+    s, same = _scores(probes, found, gallery, enrolled, euclidean=False)  # door.py's scoring, a lost face -inf
+    roc = roc_curve(s, same)
     return {"lost": int((~found).sum()), "tar_1e2": tar_at_far(roc, 1e-2), "tar_1e3": tar_at_far(roc, 1e-3),
             "owner_pass": float((s[same] >= threshold).mean()), "stranger_pass": float((s[~same] >= threshold).mean())}
 
