@@ -267,7 +267,9 @@ def test_the_service_reads_an_archive_as_model_path(tmp_path):
     _, bundle = service._load_model()
     try:
         assert bundle is not None and bundle.owned is not None and bundle.owned.is_dir()
-        assert service._decide_options(bundle).threshold == 0.42
+        from edge.service.operating_point import operating_point
+
+        assert operating_point(config, bundle)[0].threshold == 0.42
     finally:
         bundle.close()
     assert not bundle.owned.exists()
@@ -289,3 +291,32 @@ def test_embed_cli_takes_a_bundle_archive(quick_bundle, fixtures_dir, tmp_path):
     embedding = json.loads(proc.stdout.splitlines()[0])["embedding"]
     assert len(embedding) > 0 and abs(sum(v * v for v in embedding) - 1.0) < 1e-3
     assert not list(tmp.iterdir())  # the extracted copy is gone when the command ends
+
+
+def test_the_service_takes_the_dim_light_threshold_from_the_bundle_or_refuses_dim_faces(tmp_path):
+    """edge.service.operating_point: a bundle's `threshold.dim` becomes `[decide] dim_threshold` (dim faces
+    vote at it); a bundle without one leaves dim faces refused as too dark, as before it existed; what the
+    config sets itself stands; a malformed entry is refused naming the key."""
+    from edge.service.config import default_config
+    from edge.service.operating_point import operating_point
+
+    config = default_config()
+    dim = {"cosine": 0.45, "min_contrast": 8.0, "chosen_on": "test"}
+    with_dim = load_bundle(_bundle(tmp_path / "a", threshold={"cosine": 0.42, "target_far": 1e-3,
+                                                               "chosen_on": "t", "dim": dim}))
+    assert with_dim.threshold.dim.cosine == 0.45 and with_dim.threshold.dim.min_contrast == 8.0
+    decide, quality = operating_point(config, with_dim)
+    assert (decide.threshold, decide.dim_threshold) == (0.42, 0.45)
+    assert quality.min_contrast == config.quality.min_contrast < quality.dim_contrast  # dim faces are tried
+    without = load_bundle(_bundle(tmp_path / "b"))
+    assert without.threshold.dim is None
+    decide, quality = operating_point(config, without)
+    assert decide.dim_threshold == 0 and quality.min_contrast == quality.dim_contrast  # dim: too dark
+    decide, quality = operating_point(config.replace("quality", min_contrast=5.0), without)
+    assert quality.min_contrast == 5.0  # set by the config: it stands
+    decide, _ = operating_point(config.replace("decide", dim_threshold=0.5), with_dim)
+    assert decide.dim_threshold == 0.5
+    bad = _bundle(tmp_path / "c", threshold={"cosine": 0.42, "target_far": 1e-3, "chosen_on": "t",
+                                             "dim": {"cosine": "high"}})
+    with pytest.raises(BundleError, match="threshold.dim"):
+        _ = load_bundle(bad).threshold

@@ -213,3 +213,27 @@ def test_lockout_at_level_a_million_lasts_lockout_max_s():
     r = fail_attempt(d, t)
     assert r.events[0].duration_s == 100.0 and r.events[0].level == 10**6 + 1
     assert d.update(m(), r.time + 99.0).outcome is Outcome.LOCKED_OUT
+
+
+def test_a_dim_face_votes_only_at_the_dim_light_threshold():
+    """A dim face (edge.vision.quality) lets strangers through more often at the threshold: its vote needs
+    `dim_threshold`, and never a lower bar than a lit face's, whatever the config says."""
+    from dataclasses import replace
+
+    dim_opts = replace(OPTS, dim_threshold=0.85)
+    lit = feed(Decider(dim_opts), [m(score=0.83)] * 3, 0.0)
+    assert lit[-1].outcome is Outcome.ACCEPT  # in good light 0.83 is a vote
+    d = Decider(dim_opts)
+    dim = [d.update(m(score=0.83), i * 0.2, dim=True) for i in range(5)]
+    assert all(x.outcome is Outcome.PENDING for x in dim) and "below threshold 0.85" in dim[-1].reason
+    d = Decider(dim_opts)
+    assert [d.update(m(score=0.86), i * 0.2, dim=True) for i in range(3)][-1].outcome is Outcome.ACCEPT
+    # a dim-light threshold under the threshold is not a lower bar
+    d = Decider(replace(OPTS, dim_threshold=0.5))
+    assert "below threshold 0.8" in [d.update(m(score=0.79), i * 0.2, dim=True) for i in range(5)][-1].reason
+    # the first run is settled against the bar the frame faces: 0.84 is far above 0.8, but near 0.85
+    banded = Decider(replace(dim_opts, first_run_band=0.03))
+    assert banded.settled(m(score=0.84)) is True and banded.settled(m(score=0.84), dim=True) is False
+    assert banded.settled(m(score=0.9), dim=True) is True
+    with pytest.raises(ConfigError, match="dim_threshold"):
+        DecideOptions(dim_threshold=1.5).validate()

@@ -129,6 +129,25 @@ def test_a_face_in_the_dark_is_refused_as_too_dark_not_blurry():
     assert lenient.ok, lenient.reason
 
 
+def test_a_face_in_dim_light_passes_as_dim_and_one_darker_than_the_floor_is_refused():
+    """Defaults: from `min_contrast` up to `dim_contrast` a face passes, marked dim (it votes at the
+    dim-light threshold); under `min_contrast` it is refused as too dark; in good light it is not dim."""
+    o = QualityOptions()
+    assert o.min_contrast < o.dim_contrast
+    gate, frame, face = QualityGate(), textured_frame().astype(np.float32), face_at(320, 240, 160)
+    lit = gate.check(frame.astype(np.uint8), face)
+    assert lit.ok and not lit.dim and lit.contrast >= o.dim_contrast
+    for light in ((o.min_contrast + 1) / lit.contrast, (o.dim_contrast - 1) / lit.contrast):
+        v = gate.check((frame * light).astype(np.uint8), face)
+        assert v.ok and v.dim and o.min_contrast <= v.contrast < o.dim_contrast, (light, v)
+    dark = gate.check((frame * (o.min_contrast - 1) / lit.contrast).astype(np.uint8), face)
+    assert dark.failures == (LOW_CONTRAST,) and not dark.ok
+    from edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dim_contrast"):
+        QualityOptions(min_contrast=20.0, dim_contrast=10.0).validate()
+
+
 def test_a_sharpness_threshold_in_the_old_unit_is_refused():
     """`min_sharpness` was the Laplacian's variance (50); a config still saying 50 would refuse every face."""
     from edge.errors import ConfigError

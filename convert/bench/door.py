@@ -36,9 +36,12 @@ WIDTHS = (40, 60, 80, 120, 160)
 VARIANTS = ("clean", "low_light", "blur")
 # Every picture condition `door_frame` makes: (light, sensor noise sigma, Gaussian blur sigma in px), the blur
 # before the light and noise. The door section reports VARIANTS; benchmarks/quality_gates.py the darker and
-# blurrier ones too.
+# blurrier ones too. FLOOR: the light at which a face's contrast is about the lock's `min_contrast` (8; well
+# lit ~43), the darkest it tries: `facelock convert` chooses the dim-light threshold there
+# (convert.compress.dim_light).
+FLOOR = "dim_floor"
 CONDITIONS = {"clean": (1.0, 0.0, 0.0), "low_light": (0.25, 3.0, 0.0), "blur": (1.0, 0.0, 1.2),
-              "dark": (0.125, 3.0, 0.0), "blur2": (1.0, 0.0, 2.0)}
+              "dark": (0.125, 3.0, 0.0), "blur2": (1.0, 0.0, 2.0), FLOOR: (0.18, 3.0, 0.0)}
 LFW_FACE_PX = 62.0
 FRAME_SIZE = (640, 480)
 STABILITY_FRAMES = 40

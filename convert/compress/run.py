@@ -7,8 +7,8 @@ Steps (each printed as it runs; the fine-tune resumes from its checkpoint in the
     the folder has an LFW-style split.csv);
  2. prune to the target sparsity, fine-tuned by distillation from the float model;
  3. full-integer int8 conversion calibrated on >= 300 aligned chips;
- 4. validate float / pruned / int8 on a labelled pair list, choose the operating threshold on training
-    people, plot ROC curves;
+ 4. validate float / pruned / int8 on a labelled pair list, choose the operating thresholds on training
+    people (in good light, and in dim light: convert.compress.dim_light), plot ROC curves;
     (with --antispoof: the user's anti-spoofing CNN, int8 too, its cost measured: convert.antispoof);
  5. check Edge TPU readiness (and compile when edgetpu_compiler exists);
  6. write the bundle folder and its .tar.gz.
@@ -42,9 +42,8 @@ class ConvertOptions:
     out: Path = Path("out/bundle")
     workdir: Path = Path("out/work")
     sparsity: float = 0.5
-    # 12, not 4: at 50% sparsity the 4-epoch student lost 0.7-1.2 points of TAR at FAR 1e-2 on door frames of
-    # train people against the unpruned model; 12 win back half to three quarters of it (benchmarks/prune_cost.py,
-    # docs/conversion.md)
+    # 12, not 4: at 50% sparsity the 4-epoch student lost 0.7-1.2 points of TAR at FAR 1e-2 on train people's
+    # door frames against the unpruned model; 12 win back half to three quarters (benchmarks/prune_cost.py)
     epochs: int = 12
     train_faces: int = 3000
     calibration: int = 400
@@ -70,8 +69,7 @@ def _say(msg: str) -> None:
 def _embed(embedder, chips: np.ndarray, desc: str) -> np.ndarray:
     from convert.progress import bar
 
-    out = []
-    step = 64
+    out, step = [], 64
     for i in bar(range(0, len(chips), step), desc=desc, unit="batch", leave=False):
         out.append(embedder.embed(chips[i:i + step]))
     return np.concatenate(out)
@@ -127,7 +125,7 @@ def run_convert(opts: ConvertOptions) -> dict:
     held_out = pair_chips(opts, faces, train.chips.shape[1:]) if opts.pairs else None
     models = compress(opts, train, source, card)  # 2.
     int8_path = quantize_int8(opts, models.int8_source, train)  # 3.
-    int8, report, threshold = validate_models(opts, models, int8_path, train, held_out)  # 4.
+    int8, report, threshold = validate_models(opts, models, int8_path, train, held_out, faces)  # 4.
     spoof = antispoof_step(opts, faces, report, spoof_model)
     compiled = edgetpu_step(int8_path, opts.workdir, report)  # 5.
     copy_bundle_files(opts, detector_file, int8_path, compiled)  # 6.
@@ -213,10 +211,11 @@ def quantize_int8(opts: ConvertOptions, model, train) -> Path:
     return int8_path
 
 
-def validate_models(opts: ConvertOptions, models: Compressed, int8_path: Path, train, held_out: HeldOut | None):
-    """4. (int8 embedder, report, threshold): sizes and sparsity, the threshold chosen on training people,
-    and with a pair list the verification of float / pruned / int8 on it (ROC plot in the work folder)."""
-    from convert.compress import prune, validate
+def validate_models(opts: ConvertOptions, models: Compressed, int8_path: Path, train, held_out: HeldOut | None,
+                    faces):
+    """4. (int8 embedder, report, threshold): sizes, sparsity, the thresholds chosen on training people (dim light:
+    convert.compress.dim_light, with the lock's `faces`), and verification on a pair list (ROC plot)."""
+    from convert.compress import dim_light, prune, validate
     from edge.vision.embed import TFLiteEmbedder
 
     int8 = TFLiteEmbedder(int8_path, num_threads=opts.threads, card=models.card)
@@ -227,6 +226,10 @@ def validate_models(opts: ConvertOptions, models: Compressed, int8_path: Path, t
     train_int8 = _embed(int8, train.chips, "int8 on training faces")
     threshold = validate.choose_threshold(train_int8, train.labels, opts.target_far)
     threshold["chosen_on"] = f"{opts.data} (train people, {len(train)} faces)"
+    dim = dim_light.dim_threshold(opts.data, train, faces, lambda c: _embed(int8, c, "int8 on dim faces"),
+                                  threshold, train_int8, 400 if opts.quick else dim_light.MAX_PHOTOS)
+    threshold.update({"dim": dim} if dim is not None else {})
+    _say(f"dim-light threshold {dim['cosine']:.4f} ({dim['probes']} dim faces)" if dim else "no dim-light threshold")
     report["threshold"] = threshold
     if held_out is not None:
         report.update(verify_pairs(opts, models, int8, held_out, threshold))
@@ -293,10 +296,9 @@ def copy_bundle_files(opts: ConvertOptions, detector_file: Path, int8_path: Path
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    shutil.copy2(detector_file, out / "detector.tflite")
-    shutil.copy2(landmark_file(), out / "landmarks.tflite")
-    shutil.copy2(near_detector_file(), out / "near_detector.tflite")
-    shutil.copy2(int8_path, out / "embedder.tflite")
+    for source, name in ((detector_file, "detector"), (landmark_file(), "landmarks"),
+                         (near_detector_file(), "near_detector"), (int8_path, "embedder")):
+        shutil.copy2(source, out / f"{name}.tflite")
     if opts.antispoof is not None:  # 4b's int8 model
         shutil.copy2(opts.workdir / "antispoof.tflite", out / "antispoof.tflite")
     if compiled:

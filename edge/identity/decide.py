@@ -58,7 +58,7 @@ from edge.identity.lockout_store import (
     backoff_s,
 )
 from edge.identity.match import Match
-from edge.identity.vote import first_run_settles, frame_vote
+from edge.identity.vote import first_run_settles, frame_vote, vote_threshold
 from edge.options import DAY_S, HOUR_S, MAX_COUNT, WEEK_S, check
 from edge.types import LivenessState, LivenessVerdict
 
@@ -89,6 +89,9 @@ class DecideOptions:
 
     threshold: float = 0.82
     """Smallest cosine that counts as a vote (the bundle's operating threshold; dlib's 0.6 distance)."""
+    dim_threshold: float = 0.0
+    """The same for a dim face (`[quality] dim_contrast`; never below `threshold`): the bundle's dim-light
+    threshold, chosen for the same false-accept rate on dim door frames. 0: none (dim faces are refused)."""
     margin: float = 0.05
     """How far the best person's cosine must be ahead of the runner-up and of their negative examples."""
     first_run_band: float = 0.015
@@ -130,6 +133,7 @@ class DecideOptions:
         """Raise ConfigError naming the first field out of range."""
         return check("decide", self, [
             ("threshold", -1.0 <= self.threshold <= 1.0, "a cosine in [-1, 1]"),
+            ("dim_threshold", -1.0 <= self.dim_threshold <= 1.0, "a cosine in [-1, 1] (0: none)"),
             ("margin", 0.0 <= self.margin < 2.0, "in [0, 2)"),
             ("first_run_band", 0.0 <= self.first_run_band <= 1.0, "in [0, 1] (0: always the mirror run)"),
             ("k", 1 <= self.k <= self.n, f"between 1 and n ({self.n})"),
@@ -180,15 +184,13 @@ class Decider:
         self._last_now = float("-inf")
         self._votes: deque[tuple[float, str | None, float]] = deque(maxlen=self.options.n)
         self._attempt_start: float | None = None
-        self._attempt_last: float = 0.0
-        self._attempt_frames = 0
+        self._attempt_last, self._attempt_frames = 0.0, 0
         self._attempt_best: tuple[str | None, float] = (None, -1.0)
         self._cooldown: dict[str, float] = {}
         self._failures: deque[float] = deque()
         self._last_failure: float | None = None
         self._locked_until: float | None = None
-        self._lock_started = 0.0
-        self._level = 0
+        self._lock_started, self._level = 0.0, 0
         self._store = store
         if store is not None:
             self._restore(store.load(self.options.lockout_s, self.options.lockout_max_s))
@@ -229,9 +231,7 @@ class Decider:
 
     def _reset_attempt(self) -> None:
         self._votes.clear()
-        self._attempt_start = None
-        self._attempt_frames = 0
-        self._attempt_best = (None, -1.0)
+        self._attempt_start, self._attempt_frames, self._attempt_best = None, 0, (None, -1.0)
         self._evidence.clear()
         self._verdict = None
         self._liveness_for, self._qualified = None, (float("-inf"), [])
@@ -257,8 +257,7 @@ class Decider:
         if (self._level == 0 and len(self._failures) >= o.lockout_failures) or self._level > 0:
             duration = backoff_s(o.lockout_s, o.lockout_growth, self._level, o.lockout_max_s)
             self._level += 1
-            self._locked_until = now + duration
-            self._lock_started = now
+            self._locked_until, self._lock_started = now + duration, now
             events = (LockoutEvent(LOCKOUT, now, now + duration, duration, self._level, len(self._failures)),)
             log.warning("lockout %d for %.0f s after %d failed attempts", self._level, duration,
                         len(self._failures))
@@ -272,10 +271,10 @@ class Decider:
 
     # -- the one main method -----------------------------------------------------------------------------
 
-    def update(self, match: Match | None, now: float, sample: Any = None) -> Decision:
-        """Decide on one frame. `match` None: no usable face in this frame. `now`: monotonic seconds
-        (a timestamp earlier than the previous one is treated as equal to it). `sample`: the frame's
-        liveness sample for the judge (None: the frame has none)."""
+    def update(self, match: Match | None, now: float, sample: Any = None, dim: bool = False) -> Decision:
+        """Decide on one frame. `match` None: no usable face in this frame. `now`: monotonic seconds (a
+        timestamp earlier than the previous one is treated as equal to it). `sample`: the frame's liveness
+        sample for the judge (None: it has none). `dim`: a dim face (its vote needs `dim_threshold`)."""
         o = self.options
         if now < self._last_now:
             log.debug("decider: time went back %.3f s; using the previous timestamp", self._last_now - now)
@@ -306,16 +305,17 @@ class Decider:
         if ended is not None and self._locked_until is not None:
             return _with_events(ended, events)  # that failure started a lockout: this frame is not used
 
-        decision = self._frame(match, now, sample)
+        decision = self._frame(match, now, sample, dim)
         if ended is not None and decision.outcome is not Outcome.ACCEPT:
             return _with_events(ended, events)  # this frame (if it has a face) counts toward the next attempt
         return _with_events(decision, events)
 
-    def settled(self, match: Match) -> bool:
+    def settled(self, match: Match, dim: bool = False) -> bool:
         """Whether `match`, from the embedder's first run alone, decides its frame's vote (edge.identity.vote)."""
-        return first_run_settles(match, self.options.threshold, self.options.margin, self.options.first_run_band)
+        o = self.options
+        return first_run_settles(match, vote_threshold(o.threshold, o.dim_threshold, dim), o.margin, o.first_run_band)
 
-    def _frame(self, match: Match | None, now: float, sample: Any = None) -> Decision:
+    def _frame(self, match: Match | None, now: float, sample: Any = None, dim: bool = False) -> Decision:
         o = self.options
         # A head turned past the pose gates while P's liveness is pending (answering a challenge): no vote,
         # but its mesh goes on in P's run and the attempt goes on (the same face; the run checks that).
@@ -331,7 +331,7 @@ class Decider:
         if match is None:
             vote, why = None, f"{person}: head turned past the pose gates (no vote)"
         else:
-            vote, why = frame_vote(match, o.threshold, o.margin)
+            vote, why = frame_vote(match, vote_threshold(o.threshold, o.dim_threshold, dim), o.margin)
         if vote is not None and self._cooldown.get(vote, float("-inf")) > now:
             left = self._cooldown[vote] - now
             return Decision(Outcome.PENDING, now, vote, match.score,

@@ -10,11 +10,21 @@ benchmarks/first_run.py), so a match made from the first run alone already decid
 is at least `band` away from the threshold and, above it, its margin (a difference of two cosines, so it
 moves up to twice as far) at least `2 * band` away from `margin`. The pipeline (edge.vision.pipeline) then
 skips the mirror run.
+
+**Dim faces.** A face the quality gates call dim (edge.vision.quality: too little light for the threshold's
+false-accept rate) votes only at the dim-light threshold, and never at a lower bar than a lit face
+(`vote_threshold`).
 """
 
 from __future__ import annotations
 
 from edge.identity.match import Match
+
+
+def vote_threshold(threshold: float, dim_threshold: float, dim: bool) -> float:
+    """The cosine a frame's match needs: `threshold`, or for a dim face the higher of it and
+    `dim_threshold` (0: none known; the service then refuses dim faces, edge.service.loop)."""
+    return max(threshold, dim_threshold) if dim else threshold
 
 
 def frame_vote(match: Match, threshold: float, margin: float) -> tuple[str | None, str]:

@@ -15,7 +15,8 @@ manifest.json (schema "facelock.bundle/1"):
     antispoof {file, card {...}, input {...}, output {...}},  # optional: a passive anti-spoofing CNN (int8),
                                                 # its card edge.models.card.AntiSpoofCard
     alignment {chip_size, template},           # the template the chips were calibrated with
-    threshold {cosine, target_far, chosen_on},  # operating point and the data that justified it
+    threshold {cosine, target_far, chosen_on,   # operating point and the data that justified it
+               dim {cosine, min_contrast, chosen_on}},  # optional: the same for dim faces (edge.vision.quality)
     metrics {...}, provenance {...}
 
 `build_manifest` assembles that structure, `write_manifest` writes it, `load_bundle` reads it: the schema
@@ -59,10 +60,20 @@ def is_archive(path: str | os.PathLike) -> bool:
 
 
 @dataclass(frozen=True)
+class DimThreshold:
+    """The operating point for dim faces (edge.vision.quality): the cosine that gives the same false-accept
+    rate on faces in dim light, chosen on faces of contrast from `min_contrast` up."""
+    cosine: float
+    min_contrast: float
+    chosen_on: str
+
+
+@dataclass(frozen=True)
 class Threshold:
     cosine: float  # accept when cosine similarity >= this
     target_far: float | None
     chosen_on: str
+    dim: DimThreshold | None = None  # bundles made before it: None
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,13 @@ class Bundle:
         t = self.manifest.get("threshold") or {}
         if "cosine" not in t:
             raise BundleError(f"{self.path / MANIFEST}: no threshold.cosine; rebuild the bundle with facelock convert")
-        return Threshold(float(t["cosine"]), t.get("target_far"), str(t.get("chosen_on", "unknown")))
+        dim = t.get("dim")
+        if dim is not None:
+            try:
+                dim = DimThreshold(float(dim["cosine"]), float(dim["min_contrast"]), str(dim.get("chosen_on", "")))
+            except (TypeError, KeyError, ValueError) as exc:
+                raise BundleError(f"{self.path / MANIFEST}: threshold.dim: expected numbers, got {dim!r} ({exc})") from None
+        return Threshold(float(t["cosine"]), t.get("target_far"), str(t.get("chosen_on", "unknown")), dim)
 
     @property
     def space(self) -> str:
@@ -336,7 +353,7 @@ def build_manifest(*, embedder_file: str, embedder_input: Mapping[str, Any], emb
     the input is NHWC RGB, described by `normalization`; the output is L2-normalized by the board. `space`
     is the embedding space (the source model's). `template`: the alignment template (AlignTemplate.to_dict)
     the chips of `chip_size` were calibrated with. `threshold`: the operating point, {cosine, target_far,
-    chosen_on} and, when known, train_far / train_frr. `metrics` and `provenance` are kept as given.
+    chosen_on} and, when known, train_far / train_frr and `dim` (DimThreshold's fields, and what it cost). `metrics` and `provenance` are kept as given.
     `landmarks_file`: MediaPipe's face-landmark model, when the template is a landmark one. `card`: the
     embedder's model card (its input size is then the chip size). `near_detector_file`: the short-range
     BlazeFace the board tries before `detector_file`. `antispoof`: the anti-spoofing CNN's entry,
@@ -363,7 +380,7 @@ def build_manifest(*, embedder_file: str, embedder_input: Mapping[str, Any], emb
         **landmarks,
         **({"antispoof": dict(antispoof)} if antispoof else {}),
         "alignment": {"chip_size": chip_size, "template": dict(template)},
-        "threshold": {k: threshold[k] for k in ("cosine", "target_far", "chosen_on", "train_far", "train_frr")
+        "threshold": {k: threshold[k] for k in ("cosine", "target_far", "chosen_on", "train_far", "train_frr", "dim")
                       if k in threshold or k in ("cosine", "target_far", "chosen_on")},
         "metrics": dict(metrics),
         "provenance": dict(provenance),

@@ -4,7 +4,8 @@ One rule for both ways of enrolling at the door, so they cannot drift apart: the
 (`edge.service.commands`, collecting from the service's own frames) and `facelock enroll --camera`
 (`facelock.commands.people`, opening the camera itself). A frame is taken when
 
-- the pipeline made an embedding (the subject passed every quality gate),
+- the pipeline made an embedding (the subject passed every quality gate) of a face that is not dim
+  (edge.vision.quality: a dim face may vote at a higher bar, but a template needs good light),
 - at most one face is big enough to count (`min_face_px`): with two people in view the subject may be the
   wrong one, and a gallery polluted with a stranger's face opens the door for them,
 - it is at least `interval_s` after the last one taken, so the templates come from different moments
@@ -41,6 +42,8 @@ class FrameCollector:
             return f"{len(big)} faces in view: only the person to enrol, please"
         if not analysis.usable:
             return analysis.reason
+        if analysis.quality is not None and analysis.quality.dim:  # a template is compared with every later face: it needs good light
+            return f"face too dim to enrol (contrast {analysis.quality.contrast:.1f}): more light on the face"
         return ""
 
     def offer(self, analysis, timestamp: float) -> bool:

@@ -21,7 +21,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from edge.device.relay import NoRelay, PinFactory, open_relay
 from edge.device.sources import open_source
 from edge.device.systemd import sd_notify, watchdog_interval
 from edge.errors import FacelockError
-from edge.identity.decide import DecideOptions, Decider, Outcome
+from edge.identity.decide import Decider, Outcome
 from edge.identity.gallery import Gallery
 from edge.identity.lockout_store import LockoutStore
 from edge.identity.match import Matcher
@@ -44,6 +43,7 @@ from edge.mqtt.outbox import Outbox
 from edge.mqtt.signing import open_verifier
 from edge.service.commands import Commands
 from edge.service.events import Events
+from edge.service.operating_point import operating_point
 from edge.service.options import ServiceOptions
 from edge.service.stats import StageStats, delivery_state, delivery_stats, delivery_version, stage_dict
 from edge.vision.build import Stages, bundle_stages, liveness_judge, load_pipeline_components
@@ -118,8 +118,8 @@ class Service:
             log.warning("service: [antispoof] enabled, but the model %s carries no anti-spoofing CNN "
                         "(facelock convert --antispoof): that layer is absent", c.model.path or "(default)")
         liveness = liveness_judge(c.liveness, c.challenge, landmarker, antispoof, c.antispoof, c.ir)
-        decide = self._decide_options(bundle)
-        self.pipeline = FacePipeline(detector, aligner, embedder, QualityGate(c.quality), self.matcher,
+        decide, quality = operating_point(c, bundle)  # thresholds and the contrast gate: config or bundle
+        self.pipeline = FacePipeline(detector, aligner, embedder, QualityGate(quality), self.matcher,
                                      landmarker=landmarker, near_detector=getattr(stages, "near_detector", None),
                                      liveness=liveness)
         # failed attempts and the lockout survive restarts and power cuts (edge.identity.lockout_store)
@@ -158,16 +158,6 @@ class Service:
                                           detector_options=self.config.detector,
                                           landmark_options=self.config.landmarks)
         return stages, None
-
-    def _decide_options(self, bundle: Bundle | None) -> DecideOptions:
-        """`[decide]`, with the bundle's threshold unless the config sets one: the bundle's was chosen on
-        its own model's scores (at the target false-accept rate), and no default fits every model."""
-        decide = self.config.decide
-        if bundle is None or self.config.is_set("decide", "threshold"):
-            return decide
-        threshold = bundle.threshold.cosine
-        log.info("decide: threshold %.4f from the bundle", threshold)
-        return replace(decide, threshold=threshold)
 
     def _open_source(self):
         c = self.config
@@ -345,7 +335,7 @@ class Service:
             self.commands.enrol_frame(analysis, frame.timestamp, time.monotonic())
             return
         decision = self.decider.update(analysis.match if analysis.usable else None, frame.timestamp,
-                                       analysis.liveness)
+                                       analysis.liveness, analysis.usable and analysis.quality.dim)
         latency = (time.monotonic() - start) * 1e3
         if decision.liveness is not None and decision.liveness.asked is not None:
             self._announce(decision.liveness.asked)

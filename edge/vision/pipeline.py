@@ -63,9 +63,9 @@ class MatcherLike(Protocol):
 
 class Settled(Protocol):
     """The decider's word on a match made from the embedder's first run alone: True when the frame's vote
-    cannot change with the mirror run (edge.identity.decide.Decider.settled)."""
+    cannot change with the mirror run (edge.identity.decide.Decider.settled); `dim`: the face is dim."""
 
-    def __call__(self, match: Any) -> bool: ...
+    def __call__(self, match: Any, dim: bool = False) -> bool: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,7 +229,7 @@ class FacePipeline:
         t = time.monotonic()
         match = self.matcher.match(once[0])
         t_match = _ms(t)
-        embedding, done = once[0], settled(match)
+        embedding, done = once[0], settled(match, verdict.dim)
         if not done:
             t = time.monotonic()
             embedding = np.asarray(self.embedder.complete(chips, once), dtype=np.float32)[0]
@@ -256,6 +256,9 @@ class FacePipeline:
         verdict = self.quality.check(image, face)
         if not verdict.ok:
             raise NoFaceError(f"face not usable: {verdict.reason}")
+        if verdict.dim:  # a template is compared with every later face: it needs good light
+            raise NoFaceError(f"face too dim to enrol: contrast {verdict.contrast:.1f}, need >= "
+                              f"{self.quality.options.dim_contrast:g} (more light on the face)")
         aligned = self.aligner.align(image, face)
         return np.asarray(self.embedder.embed(aligned.chip[None]), dtype=np.float32)[0]
 

@@ -28,13 +28,16 @@ Gates (all measured; the verdict lists every one that failed, first failure firs
 - framing: the box and every keypoint lie inside the frame, away from its border (the detector clips boxes
   to the frame, so a half-visible face touches the border).
 
-Why dim and blurred faces are refused rather than tried: at the bundle's threshold they let strangers
+Dim faces are tried at a higher bar, blurred ones refused: at the bundle's threshold both let strangers
 through more often. `benchmarks/quality_gates.py` (door frames of 300 LFW train people, faces 60 and 120
 px, every probe against every other person's enrolment, full bundle, 2026-12-07): in good light 0.09% of
 stranger comparisons pass the threshold (it was chosen for 1e-3); at a quarter of the light (contrast ~11)
-0.20-0.24%, at an eighth (~5.6) 0.32-0.36%, though the owner still passes in 81-90% and 56-67% of those
-frames. So the gates sit where false accepts start to rise, and a door that must open at night needs
-light on the face (a porch light, or an IR lamp with a camera that sees it).
+0.18-0.21%, at an eighth (~5.6) 0.24-0.32%, though the owner still passes in 86-90% and 55-74% of those
+frames. So a face under `dim_contrast` is *dim* (`QualityVerdict.dim`): it votes only at the bundle's
+dim-light threshold, chosen by `facelock convert` for the same false-accept rate on dim door frames of its
+training people (at a quarter of the light the owner then still passes in 80-87% of frames); one under
+`min_contrast`, darker than that threshold was chosen on, is refused as too dark. A door that must open at
+night still needs light on the face (a porch light, or an IR lamp with a camera that sees it).
 """
 
 from __future__ import annotations
@@ -74,11 +77,18 @@ class QualityOptions:
     min_eye_distance_px: float = 12.0
     """Smallest accepted distance between the two eye centres, in frame pixels (40-px faces: 5th
     percentile 14 px)."""
-    min_contrast: float = 20.0
-    """Smallest accepted contrast: the standard deviation of the grey face box's pixels, 0-255. On door
-    frames (`benchmarks/quality_gates.py`): well lit ~43, a quarter of the light ~11, an eighth ~5.6.
-    Stranger comparisons passing the threshold, by contrast: 0.10-0.15% from 20 up, 0.23-0.29% at 10-20,
-    0.30-0.32% under 10."""
+    min_contrast: float = 8.0
+    """Smallest accepted contrast: the standard deviation of the grey face box's pixels, 0-255; a darker face
+    is refused as too dark. On door frames (`benchmarks/quality_gates.py`): well lit ~43, a quarter of the
+    light ~11, an eighth ~5.6. Under `dim_contrast` a face is *dim*: it votes only at the bundle's dim-light
+    threshold, which `facelock convert` chose on dim door frames at this floor (edge.models.bundle)."""
+    dim_contrast: float = 20.0
+    """Faces under this contrast (and at least `min_contrast`) are dim. At the bundle's threshold stranger
+    comparisons pass 0.09-0.12% from 20 up, 0.13-0.20% at 10-20 and 0.22-0.28% at 6-10 (300 LFW train
+    people's door frames): dim faces need a higher bar to keep the false-accept rate the threshold promises
+    (+0.004 cosine: 0.087% of strangers, 83% of owners' frames at contrast 8-20). Enrolment takes no dim face.
+    Without a dim-light threshold (an older bundle, a bare model) the service refuses dim faces as too dark,
+    unless the config sets `min_contrast` itself."""
     min_sharpness: float = 0.16
     """Smallest accepted sharpness: the standard deviation of the Laplacian of the grey face box, resized to
     `sharpness_size`, over the box's contrast (dimensionless; see edge/vision/quality.py). On door frames
@@ -107,6 +117,8 @@ class QualityOptions:
             ("min_face_px", 0 <= self.min_face_px <= MAX_PX, f"0-{MAX_PX} pixels"),
             ("min_eye_distance_px", 0 <= self.min_eye_distance_px <= MAX_PX, f"0-{MAX_PX} pixels"),
             ("min_contrast", 0 <= self.min_contrast <= 255, "0-255"),
+            ("dim_contrast", self.min_contrast <= self.dim_contrast <= 255,
+             f"from min_contrast ({self.min_contrast:g}) to 255"),
             ("min_sharpness", 0 <= self.min_sharpness <= 2,
              "0-2 (the Laplacian's standard deviation over the contrast, 0.16 by default; no longer its variance, e.g. 50)"),
             ("sharpness_size", 8 <= self.sharpness_size <= 512, "between 8 and 512"),
@@ -132,6 +144,7 @@ class QualityVerdict:
     contrast: float
     yaw_deg: float
     roll_deg: float
+    dim: bool = False  # passed, but under `dim_contrast`: it votes at the dim-light threshold, never enrols
 
     @property
     def pose_only(self) -> bool:
@@ -268,5 +281,5 @@ class QualityGate:
         return QualityVerdict(
             ok=not failures, failures=tuple(c for c, _ in failures), reason="; ".join(m for _, m in failures),
             face_px=face_px, eye_distance_px=eye_px, sharpness=sharp, contrast=contrast, yaw_deg=yaw,
-            roll_deg=roll,
+            roll_deg=roll, dim=contrast < o.dim_contrast,
         )

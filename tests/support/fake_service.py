@@ -50,7 +50,7 @@ def service_config(tmp_path: Path, port: int = 1883):
     c = c.replace("gallery", path=str(gallery)).replace("outbox", path=str(tmp_path / "outbox.db"), fsync=False)
     c = c.replace("mqtt", host="127.0.0.1", port=port, device_id="fuzz", reconnect_max_s=1.0)
     c = c.replace("quality", min_sharpness=0.0, min_contrast=0.0, min_face_px=10.0, min_eye_distance_px=1.0,
-                  max_yaw_deg=90.0, max_roll_deg=180.0)
+                  max_yaw_deg=90.0, max_roll_deg=180.0, dim_contrast=0.0)
     c = c.replace("decide", threshold=0.5, k=2, n=3, min_attempt_frames=1, attempt_gap_s=0.05,
                   state_path=str(tmp_path / "lockout.json"))
     c = c.replace("relay", enabled=True, pin_factory="mock", unlock_s=0.5)
