@@ -8,7 +8,9 @@ dark (an eighth), blur sigma 1.2 px and blur sigma 2 px. Each probe is compared 
 enrolment at the bundle's threshold: *owner* = its own enrolment passes (a vote for the right person),
 *strangers* = the share of the other enrolments that pass (per-frame false accepts; the threshold was
 chosen for 1e-3 on still photos). No quality gate is applied to these figures; *gates pass* is the share of
-found faces the lock's default gates let through.
+found faces the lock's default gates let through. *The lock*: what it does with them, each face at the bar
+it faces (the bundle's dim-light threshold for a dim face, edge.identity.vote): the owner's frames that pass
+the gates and the bar, and of the stranger comparisons on frames that pass the gates, those over the bar.
 
     .venv/bin/python benchmarks/quality_gates.py [--bundle out/full/bundle] [--people 300] [--json F]
 """
@@ -22,6 +24,7 @@ import numpy as np
 from common import table, train_door_main
 
 from convert.bench.door import CONDITIONS, OursAtTheDoor, door_frame, door_people
+from edge.identity.vote import vote_threshold
 from edge.images import read_image_rgb
 from edge.models.bundle import load_bundle
 from edge.vision.build import bundle_stages
@@ -49,8 +52,10 @@ def measure(bundle: Path, root: Path, people_n: int, threads: int) -> dict:
                     continue
                 scores = gallery @ e
                 others = np.delete(scores, i)[np.delete(enrolled, i)]
-                rows.append((condition, width, float(scores[i]), others, v.ok, v.sharpness, v.contrast))
-    return {"threshold": loaded.threshold.cosine, "people": len(people), "rows": rows}
+                rows.append((condition, width, float(scores[i]), others, v.ok, v.sharpness, v.contrast, v.dim))
+    dim = loaded.threshold.dim
+    return {"threshold": loaded.threshold.cosine, "people": len(people), "rows": rows,
+            "dim_threshold": dim.cosine if dim is not None else 0.0}
 
 
 def rates(rows: list, threshold: float) -> tuple[int, float, float, int]:
@@ -63,8 +68,18 @@ def rates(rows: list, threshold: float) -> tuple[int, float, float, int]:
     return len(rows), owner, hits / max(strangers.size, 1) * 100, hits
 
 
+def the_lock(rows: list, threshold: float, dim_threshold: float) -> tuple[float, float, int]:
+    """(owner frames voting %, stranger comparisons passing % on the frames the gates pass, how many)."""
+    bars = [vote_threshold(threshold, dim_threshold, r[7]) for r in rows]
+    owner = np.mean([r[4] and r[2] >= bar for r, bar in zip(rows, bars, strict=True)]) * 100 if rows else np.nan
+    passing = [(r[3], bar) for r, bar in zip(rows, bars, strict=True) if r[4]]
+    hits = sum(int((s >= bar).sum()) for s, bar in passing)
+    return owner, hits / max(sum(s.size for s, _ in passing), 1) * 100, hits
+
+
 def report(res: dict) -> dict:
-    thr, rows = res["threshold"], res["rows"]
+    thr, rows, dim_thr = res["threshold"], res["rows"], res.get("dim_threshold", 0.0)
+    print(f"dim-light threshold {dim_thr:.4f}" if dim_thr else "no dim-light threshold: dim faces refused")
     out: dict = {"threshold": thr, "people": res["people"], "conditions": {}, "contrast": [], "sharpness": []}
     cond_rows = []
     for condition in CONDITIONS:
@@ -73,13 +88,16 @@ def report(res: dict) -> dict:
             n, owner, far, hits = rates(sel, thr)
             passed = np.mean([r[4] for r in sel]) * 100 if sel else float("nan")
             sharp, contrast = (float(np.median([r[k] for r in sel])) if sel else float("nan") for k in (5, 6))
+            lock_owner, lock_far, lock_hits = the_lock(sel, thr, dim_thr)
             out["conditions"][f"{condition}/{width}"] = {"frames": n, "owner_pct": owner, "strangers_pct": far,
                                                        "gates_pass_pct": passed, "sharpness": sharp,
-                                                       "contrast": contrast}
+                                                       "contrast": contrast, "lock_owner_pct": lock_owner,
+                                                       "lock_strangers_pct": lock_far}
             cond_rows.append([condition, width, n, f"{owner:.1f}%", f"{far:.3f}% ({hits})", f"{passed:.1f}%",
-                              f"{sharp:.3f}", f"{contrast:.1f}"])
+                              f"{sharp:.3f}", f"{contrast:.1f}", f"{lock_owner:.1f}%",
+                              f"{lock_far:.3f}% ({lock_hits})"])
     print(table(cond_rows, ["condition", "face px", "frames", "owner", "strangers", "gates pass", "sharpness",
-                            "contrast"]))
+                            "contrast", "the lock: owner", "the lock: strangers"]))
 
     def binned(key: int, edges, subset, name: str):
         lines = []
