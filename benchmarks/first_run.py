@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from common import table, train_door_main
 
-from convert.bench.door import OursAtTheDoor, door_frame, door_people
+from convert.bench.door import OursAtTheDoor, door_frame, door_people, placed_face
 from edge.identity.decide import DecideOptions, Decider
 from edge.identity.match import Match
 from edge.identity.vote import frame_vote
@@ -58,7 +58,7 @@ def measure(bundle: Path, root: Path, people_n: int, threads: int) -> dict:
             for i, p in enumerate(people):
                 frame, centre = door_frame(read_image_rgb(p.probe), width, rng, condition)
                 face = pipe.pipeline.subject(frame).face
-                if not enrolled[i] or face is None or np.hypot(*(np.asarray(face.center) - centre)) > width / 2 \
+                if not enrolled[i] or face is None or not placed_face(face.center, centre, width) \
                         or not pipe.gate.check(frame, face).ok:
                     continue
                 chips = stages.aligner.align(frame, face).chip[None]

@@ -38,10 +38,12 @@ def pipeline(bundle: Path, threads: int):
 
 def embed_all(pipe, images: list, centres: list | None, width: float | None) -> tuple[np.ndarray, np.ndarray]:
     """(unit embeddings, found): a face counts when it is the placed one (within half its width)."""
+    from convert.bench.door import placed_face
+
     embs = []
     for i, image in enumerate(images):
         e, where, _ok = pipe.embed(image)
-        lost = e is None or (centres is not None and np.hypot(*(np.asarray(where) - centres[i])) > width / 2)
+        lost = e is None or (centres is not None and not placed_face(where, centres[i], width))
         embs.append(None if lost else np.asarray(e, np.float32))
     dim = next((len(e) for e in embs if e is not None), 1)  # the bundle's embedding size, whatever it is
     found = np.array([e is not None for e in embs])

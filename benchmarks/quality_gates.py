@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from common import table, train_door_main
 
-from convert.bench.door import CONDITIONS, OursAtTheDoor, door_frame, door_people
+from convert.bench.door import CONDITIONS, OursAtTheDoor, door_frame, door_people, placed_face
 from edge.identity.vote import vote_threshold
 from edge.images import read_image_rgb
 from edge.models.bundle import load_bundle
@@ -48,7 +48,7 @@ def measure(bundle: Path, root: Path, people_n: int, threads: int) -> dict:
             for i, p in enumerate(people):
                 frame, centre = door_frame(read_image_rgb(p.probe), width, rng, condition)
                 e, where, v = pipe.embed_checked(frame)
-                if not enrolled[i] or e is None or np.hypot(*(np.asarray(where) - centre)) > width / 2:
+                if not enrolled[i] or e is None or not placed_face(where, centre, width):
                     continue
                 scores = gallery @ e
                 others = np.delete(scores, i)[np.delete(enrolled, i)]

@@ -113,6 +113,12 @@ def door_frame(photo: np.ndarray, width_px: float, rng: np.random.Generator, var
     return cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), centre
 
 
+def placed_face(where, centre: np.ndarray, width_px: float) -> bool:
+    """Whether a face found with its centre at `where` (None: no face) is the one `door_frame` put at
+    `centre`, `width_px` wide: its centre within half that width (otherwise the frame lost its person)."""
+    return where is not None and bool(np.hypot(*(np.asarray(where) - centre)) <= width_px / 2)
+
+
 class OursAtTheDoor:
     """facelock's stages (edge.vision.build.Stages) as the door benchmark runs them."""
 
@@ -181,7 +187,7 @@ def _cell(pipe, name: str, people: list[DoorPerson], probes: list, gallery: np.n
     gated = 0
     for i, (frame, centre) in enumerate(probes):
         e, where, ok = pipe.embed(frame)
-        if e is None or np.hypot(*(np.asarray(where) - centre)) > widths_px / 2:
+        if e is None or not placed_face(where, centre, widths_px):
             continue
         emb[i], found[i] = e, True
         gated += not ok

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convert.bench.door import CONDITIONS, FLOOR, door_frame
+from convert.bench.door import CONDITIONS, FLOOR, door_frame, placed_face
 from edge.images import read_image_rgb
 from edge.vision.quality import QualityGate
 
@@ -35,21 +35,20 @@ def dim_probes(root, files: tuple[str, ...], faces, seed: int = 0) -> tuple[np.n
     from convert.progress import bar
 
     gate = QualityGate()
-    o = gate.options
     rng = np.random.default_rng(seed)
     chips, index = [], []
     for i in bar(range(len(files)), desc="dim door frames", unit="photo", leave=False):
         width = WIDTHS[i % len(WIDTHS)]
         frame, centre = door_frame(read_image_rgb(root / files[i]), width, rng, FLOOR)
         face = faces.subject(frame).face
-        if face is None or np.hypot(*(np.asarray(face.center) - centre)) > width / 2:
+        if face is None or not placed_face(face.center, centre, width):
             continue  # no face, or not the one placed there
         verdict = gate.check(frame, face)
         if verdict.ok and verdict.dim:
             chips.append(faces.aligner.align(frame, face).chip)
             index.append(i)
-    shape = (0, *np.shape(chips[0])) if chips else (0,)
-    return (np.stack(chips) if chips else np.zeros(shape, np.uint8)), np.asarray(index, int), o.min_contrast
+    return (np.stack(chips) if chips else np.zeros((0, 0, 0, 3), np.uint8)), np.asarray(index, int), \
+        gate.options.min_contrast
 
 
 def choose_dim_threshold(probes: np.ndarray, probe_labels: np.ndarray, probe_index: np.ndarray,
@@ -85,6 +84,7 @@ def dim_threshold(root, train, faces, embed, threshold: dict, enrolments: np.nda
                                threshold["cosine"])
     light, noise, _ = CONDITIONS[FLOOR]
     dim["min_contrast"] = min_contrast
-    dim["chosen_on"] = (f"{root} (train people: {len(index)} of {min(len(train), photos)} photos dim in door frames at "
-                        f"{light:g} of the light, noise sigma {noise:g}, faces {'/'.join(map(str, WIDTHS))} px)")
+    dim["chosen_on"] = (f"{root} (train people: {len(index)} of {min(len(train), photos)} photos dim in door "
+                        f"frames at {light:g} of the light, noise sigma {noise:g}, faces "
+                        f"{'/'.join(map(str, WIDTHS))} px)")
     return dim

@@ -23,7 +23,7 @@ from edge.identity.match import Match
 
 def vote_threshold(threshold: float, dim_threshold: float, dim: bool) -> float:
     """The cosine a frame's match needs: `threshold`, or for a dim face the higher of it and
-    `dim_threshold` (0: none known; the service then refuses dim faces, edge.service.loop)."""
+    `dim_threshold` (0: none known; the service then refuses dim faces, edge.service.operating_point)."""
     return max(threshold, dim_threshold) if dim else threshold
 
 

@@ -61,8 +61,7 @@ def is_archive(path: str | os.PathLike) -> bool:
 
 @dataclass(frozen=True)
 class DimThreshold:
-    """The operating point for dim faces (edge.vision.quality): the cosine that gives the same false-accept
-    rate on faces in dim light, chosen on faces of contrast from `min_contrast` up."""
+    """Dim faces' operating point (edge.vision.quality): the same FAR, chosen on contrast `min_contrast` up."""
     cosine: float
     min_contrast: float
     chosen_on: str
@@ -105,11 +104,12 @@ class Bundle:
         if "cosine" not in t:
             raise BundleError(f"{self.path / MANIFEST}: no threshold.cosine; rebuild the bundle with facelock convert")
         dim = t.get("dim")
-        if dim is not None:
-            try:
-                dim = DimThreshold(float(dim["cosine"]), float(dim["min_contrast"]), str(dim.get("chosen_on", "")))
-            except (TypeError, KeyError, ValueError) as exc:
-                raise BundleError(f"{self.path / MANIFEST}: threshold.dim: expected numbers, got {dim!r} ({exc})") from None
+        try:
+            dim = None if dim is None else DimThreshold(float(dim["cosine"]), float(dim["min_contrast"]),
+                                                        str(dim.get("chosen_on", "")))
+        except (TypeError, KeyError, ValueError) as exc:
+            raise BundleError(f"{self.path / MANIFEST}: threshold.dim: expected {{cosine, min_contrast}} "
+                              f"numbers, got {dim!r} ({exc})") from None
         return Threshold(float(t["cosine"]), t.get("target_far"), str(t.get("chosen_on", "unknown")), dim)
 
     @property
@@ -353,7 +353,7 @@ def build_manifest(*, embedder_file: str, embedder_input: Mapping[str, Any], emb
     the input is NHWC RGB, described by `normalization`; the output is L2-normalized by the board. `space`
     is the embedding space (the source model's). `template`: the alignment template (AlignTemplate.to_dict)
     the chips of `chip_size` were calibrated with. `threshold`: the operating point, {cosine, target_far,
-    chosen_on} and, when known, train_far / train_frr and `dim` (DimThreshold's fields, and what it cost). `metrics` and `provenance` are kept as given.
+    chosen_on} and, when known, train_far / train_frr / dim. `metrics` and `provenance` are kept as given.
     `landmarks_file`: MediaPipe's face-landmark model, when the template is a landmark one. `card`: the
     embedder's model card (its input size is then the chip size). `near_detector_file`: the short-range
     BlazeFace the board tries before `detector_file`. `antispoof`: the anti-spoofing CNN's entry,

@@ -42,7 +42,8 @@ class FrameCollector:
             return f"{len(big)} faces in view: only the person to enrol, please"
         if not analysis.usable:
             return analysis.reason
-        if analysis.quality is not None and analysis.quality.dim:  # a template is compared with every later face: it needs good light
+        # a template is compared with every later face: it needs good light
+        if analysis.quality is not None and analysis.quality.dim:
             return f"face too dim to enrol (contrast {analysis.quality.contrast:.1f}): more light on the face"
         return ""
 
