@@ -132,7 +132,7 @@ def main() -> int:
     print_figures(res)
     res["sweeps"] = {}
     for name, plan in plans:
-        rows = [{"value": v, "kinds": summarise(scored, res["threshold"], o)} for v, o in plan]
+        rows = [{"value": v, "kinds": summarise(scored, res["threshold"], o, res["dim_threshold"])} for v, o in plan]
         res["sweeps"][name] = rows
         print()
         print(table([[r["value"], pct(pooled(r["kinds"], (PRINT_MOVING, PRINT_STILL), "accepted")),

@@ -91,8 +91,9 @@ def enrolled(root, bundle, people: int | None, threads: int, seed: int, portrait
     """The bundle's pipeline (with the passive liveness stage), then per person with a usable face in both
     photos (the portraits: one photo; LFW people of `split`: photo 1 enrolled, photo 2 shown): (name, the
     photo shown, its landmark mesh), with that person alone enrolled in the pipeline's matcher while the
-    caller works on them. A generator: the first item is (pipeline, threshold). Names without a usable
-    face go to `skipped`."""
+    caller works on them. A generator: the first item is (pipeline, threshold, dim-light threshold), the
+    pipeline with the lock's quality gates for the bundle (edge.service.operating_point). Names without a
+    usable face go to `skipped`."""
     import tempfile
 
     from convert.bench.door import door_people
@@ -103,13 +104,17 @@ def enrolled(root, bundle, people: int | None, threads: int, seed: int, portrait
     from edge.identity.match import Matcher
     from edge.images import read_image_rgb
     from edge.models.bundle import load_bundle
+    from edge.service.config import default_config
+    from edge.service.operating_point import operating_point
     from edge.vision.build import bundle_stages
     from edge.vision.liveness import LivenessCheck, LivenessOptions
+    from edge.vision.quality import QualityGate
 
     b = load_bundle(bundle)
+    decide, quality = operating_point(default_config(), b)
     pipeline = bundle_stages(b, num_threads=threads, use_edgetpu=False).pipeline(
-        liveness=LivenessCheck(LivenessOptions(enabled=True)))
-    yield pipeline, b.threshold.cosine
+        QualityGate(quality), liveness=LivenessCheck(LivenessOptions(enabled=True)))
+    yield pipeline, decide.threshold, decide.dim_threshold
     todo = [(name, image, image) for name, image in (load_portraits().items() if portraits else ())]
     todo += [(p.name, p.enrol, p.probe) for p in (door_people(Path(root), people, seed, split) if people else [])]
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,18 +144,21 @@ def run_attacks(root, bundle, people: int | None = 40, threads: int = 2, seed: i
     skipped: list[str] = []
     people_iter = enrolled(root, bundle, people, threads, seed, portraits, "attack sequences", progress, skipped,
                            split)
-    pipeline, threshold = next(people_iter)
+    pipeline, threshold, dim_threshold = next(people_iter)
     rng = np.random.default_rng(seed)
     scored, n_people = [], 0
     for name, photo, mesh in people_iter:
         scored += [score(pipeline, seq, name) for seq in sequences(photo, mesh, rng, per_person)]
         n_people += 1
     res = {"people": n_people, "skipped": skipped, "sequences": len(scored),
-           "threshold": threshold, "placed": sum(s.placed for s in scored) / max(1, sum(s.frames for s in scored)),
-           "kinds": summarise(scored, threshold), "bundle": str(bundle), "source": str(root)}
+           "threshold": threshold, "dim_threshold": dim_threshold,
+           "placed": sum(s.placed for s in scored) / max(1, sum(s.frames for s in scored)),
+           "kinds": summarise(scored, threshold, dim_threshold=dim_threshold), "bundle": str(bundle),
+           "source": str(root)}
     check = LivenessCheck(LivenessOptions(enabled=True))
     res["each"] = [{"kind": s.kind, "person": s.person, "width_px": round(s.width_px, 1), "frames": s.frames,
-                    "placed": s.placed, "on": decide(s.trace, threshold, check), "off": decide(s.trace, threshold, None)}
+                    "placed": s.placed, "on": decide(s.trace, threshold, check, dim_threshold),
+                    "off": decide(s.trace, threshold, None, dim_threshold)}
                    for s in scored]
     return res, scored
 
@@ -166,11 +174,11 @@ def run_challenge(root, bundle, people: int | None, threads: int, seed: int, por
     from edge.vision.liveness import LivenessCheck, LivenessOptions
 
     people_iter = enrolled(root, bundle, people, threads, seed, portraits, "challenge attempts", progress, split=split)
-    pipeline, threshold = next(people_iter)
+    pipeline, threshold, dim_threshold = next(people_iter)
     rng = np.random.default_rng(seed + 1)
     results = []
     for name, photo, mesh in people_iter:
-        results += played(pipeline, photo, mesh, name, threshold, rng, per_person)
+        results += played(pipeline, photo, mesh, name, threshold, rng, per_person, dim_threshold=dim_threshold)
     res = {"kinds": summarise_played(results), "attacks": {}}
     for passive in (False, True):
         for kind in ATTACKS:
@@ -179,7 +187,7 @@ def run_challenge(root, bundle, people: int | None, threads: int, seed: int, por
                 continue
             opened = sum(decide(s.trace, threshold, ChallengeJudge(
                 ChallengeOptions(enabled=True), LivenessCheck(LivenessOptions(enabled=True)) if passive else None,
-                random.Random(j)))[0] is not None for j, s in enumerate(rows))
+                random.Random(j)), dim_threshold)[0] is not None for j, s in enumerate(rows))
             res["attacks"].setdefault(kind, {})["passive_on" if passive else "challenge_only"] = opened / len(rows)
             res["attacks"][kind]["n"] = len(rows)
     return res

@@ -22,7 +22,8 @@ a portrait: itself):
 
 Scoring: each frame through the bundle's stages (`bundle_stages`, FacePipeline with the lock's quality gates
 and `LivenessCheck(LivenessOptions(enabled=True))`), the person enrolled (alone) from another photo (LFW:
-photo 1; a portrait: itself), the real `Decider` at the bundle's threshold, frames 0.1 s apart; the same
+photo 1; a portrait: itself), the real `Decider` at the bundle's thresholds (a dim face at its dim-light
+one, with the lock's gates for that bundle), frames 0.1 s apart; the same
 frames decided twice, with the liveness judge and without. Per kind: APCER (attack sequences with an
 ACCEPT), BPCER (live sequences without one), and why the rest were refused (the first ATTACK's check:
 planar / static; else `undecided`: the votes came but liveness never said live; else `not recognised`).
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convert.bench.door import _wall
+from convert.bench.door import _wall, placed_face
 
 FPS = 10.0
 FRAME_SIZE = (640, 480)
@@ -334,23 +335,24 @@ def score(pipeline, seq: Sequence, person: str) -> Scored:
     trace, placed = [], 0
     for frame, centre in zip(seq.frames, seq.centres):
         a = pipeline.process(frame)
-        placed += a.face is not None and bool(np.hypot(*(np.asarray(a.face.center) - centre)) <= seq.width_px / 2)
-        trace.append((a.match if a.usable else None, a.liveness))
+        placed += a.face is not None and placed_face(a.face.center, centre, seq.width_px)
+        trace.append((a.match if a.usable else None, a.liveness, a.usable and a.quality.dim))
     return Scored(seq.kind, person, seq.width_px, len(seq.frames), placed, tuple(trace))
 
 
-def decide(trace, threshold: float, liveness) -> tuple[float | None, str, dict]:
+def decide(trace, threshold: float, liveness, dim_threshold: float = 0.0) -> tuple[float | None, str, dict]:
     """(seconds from the first frame to the ACCEPT, or None; why: the liveness check that passed it
     (parallax / blink / mouth; "" without a judge), or why not: planar / static / undecided / not
     recognised; the figures of the verdict behind it (the ACCEPT's, else the last one seen)) through the
-    real Decider, with `liveness` (a LivenessCheck) or without (None)."""
+    real Decider, with `liveness` (a LivenessCheck) or without (None); a dim face's vote at `dim_threshold`
+    (the bundle's dim-light threshold; edge.identity.vote), as the lock's."""
     from edge.identity.decide import DecideOptions, Decider, Outcome
     from edge.types import LivenessState
 
-    d = Decider(DecideOptions(threshold=threshold), liveness=liveness)
+    d = Decider(DecideOptions(threshold=threshold, dim_threshold=dim_threshold), liveness=liveness)
     refusal, undecided, figs = "", False, {}
-    for i, (match, sample) in enumerate(trace):
-        out = d.update(match, i / FPS, sample)
+    for i, (match, sample, dim) in enumerate(trace):
+        out = d.update(match, i / FPS, sample, dim)
         v = out.liveness
         figs = v.figures if v is not None else figs
         if out.outcome is Outcome.ACCEPT:
@@ -361,16 +363,17 @@ def decide(trace, threshold: float, liveness) -> tuple[float | None, str, dict]:
     return None, refusal or ("undecided" if undecided else "not recognised"), figs
 
 
-def summarise(scored: list[Scored], threshold: float, options=None) -> dict:
+def summarise(scored: list[Scored], threshold: float, options=None, dim_threshold: float = 0.0) -> dict:
     """Per kind: n, accepted with / without liveness, why refused; live kinds also BPCERs, median times to
-    open, the median rise over those opening both ways. `options`: LivenessOptions (default: enabled)."""
+    open, the median rise over those opening both ways. `options`: LivenessOptions (default: enabled);
+    `dim_threshold`: as `decide`'s."""
     from edge.vision.liveness import LivenessCheck, LivenessOptions
 
     check = LivenessCheck(options or LivenessOptions(enabled=True))
     out: dict = {}
     for kind in ATTACKS + LIVES:
-        rows = [(decide(s.trace, threshold, check), decide(s.trace, threshold, None)) for s in scored
-                if s.kind == kind]
+        rows = [(decide(s.trace, threshold, check, dim_threshold), decide(s.trace, threshold, None, dim_threshold))
+                for s in scored if s.kind == kind]
         if not rows:
             continue
         n = len(rows)

@@ -48,14 +48,15 @@ class Played:
 
 
 def play(pipeline, photo: np.ndarray, mesh: np.ndarray, person: str, kind: str, threshold: float,
-         rng: np.random.Generator, challenge_options=None) -> Played:
-    """One attempt of `kind` by `person` (their photo and its mesh) against the lock's stages."""
+         rng: np.random.Generator, challenge_options=None, dim_threshold: float = 0.0) -> Played:
+    """One attempt of `kind` by `person` (their photo and its mesh) against the lock's stages (a dim face's
+    vote at `dim_threshold`, the bundle's dim-light threshold)."""
     from edge.identity.decide import DecideOptions, Decider, Outcome
     from edge.vision.challenge import ChallengeJudge, ChallengeOptions
 
     options = challenge_options or ChallengeOptions(enabled=True)
     judge = None if kind == OWNER_STILL else ChallengeJudge(options, rng=random.Random(int(rng.integers(2**31))))
-    decider = Decider(DecideOptions(threshold=threshold), liveness=judge)
+    decider = Decider(DecideOptions(threshold=threshold, dim_threshold=dim_threshold), liveness=judge)
     width = float(rng.uniform(*WIDTHS))
     head = HeadRenderer(photo, mesh, rng, width)
     sway_amp, sway_f, sway_ph = rng.uniform(0.5, 2.0, 2), rng.uniform(0.3, 0.8, 2), rng.uniform(0, 2 * np.pi, 2)
@@ -77,7 +78,7 @@ def play(pipeline, photo: np.ndarray, mesh: np.ndarray, person: str, kind: str, 
             made = move
         frame, _ = head.render((yaw, pitch, 0.0), t, 0.9 + 0.1 * i / n, False, rng)
         a = pipeline.process(frame)
-        out = decider.update(a.match if a.usable else None, t, a.liveness)
+        out = decider.update(a.match if a.usable else None, t, a.liveness, a.usable and a.quality.dim)
         if out.liveness is not None and out.liveness.asked is not None:
             asked, asked_at = out.liveness.asked.action, t
         if out.outcome is Outcome.ACCEPT:
@@ -88,8 +89,8 @@ def play(pipeline, photo: np.ndarray, mesh: np.ndarray, person: str, kind: str, 
 
 
 def played(pipeline, photo, mesh, person: str, threshold: float, rng, per_person: dict | None = None,
-           challenge_options=None) -> list[Played]:
-    return [play(pipeline, photo, mesh, person, kind, threshold, rng, challenge_options)
+           challenge_options=None, dim_threshold: float = 0.0) -> list[Played]:
+    return [play(pipeline, photo, mesh, person, kind, threshold, rng, challenge_options, dim_threshold)
             for kind, count in (per_person or PER_PERSON).items() for _ in range(count)]
 
 
