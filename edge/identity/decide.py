@@ -96,9 +96,9 @@ class DecideOptions:
     """How far the best person's cosine must be ahead of the runner-up and of their negative examples."""
     first_run_band: float = 0.015
     """A frame is decided on the embedder's first run alone (a mirror-averaging bundle then skips the mirror
-    run) when its cosine is this far from `threshold` and its margin twice this far from `margin`
-    (edge.identity.vote). The mirror run moved door frames' cosines near the threshold by 0.015 in 99.9% of
-    LFW train comparisons, and at 0.015 no vote changed (benchmarks/first_run.py). 0: always the mirror run."""
+    run) when its cosine is this far from `threshold` and its margin twice this far from `margin` (never a dim
+    face: edge.identity.vote). The mirror run moved lit door frames' cosines near the threshold by 0.015 in
+    99.9% of LFW train comparisons; at 0.015 no vote changed (benchmarks/first_run.py). 0: always mirror."""
     k: int = 3
     """Votes for one person needed to accept ..."""
     n: int = 5
@@ -312,8 +312,8 @@ class Decider:
 
     def settled(self, match: Match, dim: bool = False) -> bool:
         """Whether `match`, from the embedder's first run alone, decides its frame's vote (edge.identity.vote)."""
-        o = self.options
-        return first_run_settles(match, vote_threshold(o.threshold, o.dim_threshold, dim), o.margin, o.first_run_band)
+        o = self.options  # a dim face never is: see edge.identity.vote
+        return not dim and first_run_settles(match, o.threshold, o.margin, o.first_run_band)
 
     def _frame(self, match: Match | None, now: float, sample: Any = None, dim: bool = False) -> Decision:
         o = self.options

@@ -13,7 +13,9 @@ skips the mirror run.
 
 **Dim faces.** A face the quality gates call dim (edge.vision.quality: too little light for the threshold's
 false-accept rate) votes only at the dim-light threshold, and never at a lower bar than a lit face
-(`vote_threshold`).
+(`vote_threshold`). Its first run never settles the vote: on dim door frames the mirror run moves a cosine
+near the bar further (99.9th percentile 0.017-0.021 against 0.013-0.015 in good light, benchmarks/
+first_run.py), past the band chosen on lit faces; dim faces are few, so they always get the mirror run.
 """
 
 from __future__ import annotations
