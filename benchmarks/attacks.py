@@ -2,7 +2,7 @@
 passive liveness check cost the owner?
 
     .venv/bin/python benchmarks/attacks.py [--bundle out/full/bundle] [--people N] [--json OUT]
-        [--sweep live_parallax=0.03,0.035,0.04] [--challenge]
+        [--sweep live_parallax=0.03,0.035,0.04] [--challenge] [--condition low_light]
 
 Prints the CPU (and its SIMD features), then per kind of sequence (prints and screens, hand-held and held
 still; live-like turning heads, with and without a blink): APCER / BPCER with the liveness check on and
@@ -32,6 +32,7 @@ from convert.bench.attack_section import (
     verdicts,
 )
 from convert.bench.attacks import ATTACKS, LIVES, PRINT_MOVING, PRINT_STILL, summarise
+from convert.bench.door import CONDITIONS
 from convert.bench.machine import machine
 
 REASONS = ("planar", "static", "undecided", "not recognised")
@@ -112,6 +113,9 @@ def main() -> int:
     ap.add_argument("--challenge", action="store_true",
                     help="also play the active challenge: owners answering it, blind video replays, and the "
                     "prints and screens re-decided with it (convert/bench/challenge.py)")
+    ap.add_argument("--condition", choices=tuple(CONDITIONS), default="clean",
+                    help="the picture every frame is taken in (convert/bench/door.py CONDITIONS; default clean): "
+                    "low_light is a porch at dusk, where the lock tries dim faces at its dim-light threshold")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args()
     bundle = Path(args.bundle)
@@ -123,11 +127,12 @@ def main() -> int:
           f"load {m['load_1min']}")
     root = lfw_dir(args.lfw) if args.people else Path(args.lfw or ".")
     res, scored = run_attacks(root, bundle, args.people, args.threads, args.seed, not args.no_portraits,
-                              progress=True, split=args.split)
+                              progress=True, split=args.split, condition=args.condition)
     res["machine"] = m
     print(f"{res['people']} people ({'the 2 portraits + ' if not args.no_portraits else ''}LFW {args.split} people, "
           f"sequences from photo 2, enrolled from photo 1), {res['sequences']} sequences; bundle threshold "
-          f"{res['threshold']:.4f}; subject where the face was put in {pct(res['placed'])} of the frames"
+          f"{res['threshold']:.4f} (dim faces: {res['dim_threshold']:.4f}); picture: {res['condition']}; subject "
+          f"where the face was put in {pct(res['placed'])} of the frames"
           + (f"; skipped (no usable face): {', '.join(res['skipped'])}" if res["skipped"] else ""))
     print_figures(res)
     res["sweeps"] = {}

@@ -30,6 +30,28 @@ def meshes_at(stages, seq):
     return out
 
 
+@pytest.mark.parametrize("kind", [A.PRINT_STILL, A.LIVE])
+def test_a_picture_condition_dims_every_frame_and_the_face_is_still_found(stages, portraits, mesh, kind):
+    """`--condition low_light` (a porch at dusk): the same sequence at a quarter of the light, the face
+    still found where it was put, dim to the lock's gates (it votes at the dim-light threshold)."""
+    from edge.vision.quality import QualityGate
+
+    def make(condition):
+        rng = np.random.default_rng(1)
+        if kind == A.LIVE:
+            return A.live_sequence(portraits[0], mesh, rng, width_px=110, frames=3, condition=condition)
+        return A.plane_sequence(portraits[0], mesh, kind, rng, width_px=110, frames=3, condition=condition)
+
+    clean, dusk = make("clean"), make("low_light")
+    assert np.allclose(dusk.centres, clean.centres)  # the same scene
+    for lit, dim in zip(clean.frames, dusk.frames):
+        assert dim.astype(float).mean() == pytest.approx(lit.astype(float).mean() / 4, rel=0.1)
+    face = faces(stages, dusk.frames[0])
+    assert face and np.hypot(*(np.asarray(face[0].center) - dusk.centres[0])) <= dusk.width_px / 2
+    verdict = QualityGate().check(dusk.frames[0], face[0])
+    assert verdict.ok and verdict.dim, verdict.reason
+
+
 def max_parallax(meshes) -> float:
     return max(figures([sample_from_mesh(m) for m in meshes]).parallax)
 

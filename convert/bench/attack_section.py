@@ -136,9 +136,11 @@ def enrolled(root, bundle, people: int | None, threads: int, seed: int, portrait
 
 
 def run_attacks(root, bundle, people: int | None = 40, threads: int = 2, seed: int = 0, portraits: bool = True,
-                per_person: dict | None = None, progress: bool = False, split: str = "test") -> tuple[dict, list]:
+                per_person: dict | None = None, progress: bool = False, split: str = "test",
+                condition: str = "clean") -> tuple[dict, list]:
     """Every person's sequences scored (convert/bench/attacks.py): (figures, the scored sequences); LFW
-    people of `split` (`train` to tune the checks on, `test` to report)."""
+    people of `split` (`train` to tune the checks on, `test` to report); every frame in the picture
+    `condition` (convert.bench.door.CONDITIONS: `low_light` is a porch at dusk)."""
     from edge.vision.liveness import LivenessCheck, LivenessOptions
 
     skipped: list[str] = []
@@ -148,9 +150,9 @@ def run_attacks(root, bundle, people: int | None = 40, threads: int = 2, seed: i
     rng = np.random.default_rng(seed)
     scored, n_people = [], 0
     for name, photo, mesh in people_iter:
-        scored += [score(pipeline, seq, name) for seq in sequences(photo, mesh, rng, per_person)]
+        scored += [score(pipeline, seq, name) for seq in sequences(photo, mesh, rng, per_person, condition)]
         n_people += 1
-    res = {"people": n_people, "skipped": skipped, "sequences": len(scored),
+    res = {"people": n_people, "skipped": skipped, "sequences": len(scored), "condition": condition,
            "threshold": threshold, "dim_threshold": dim_threshold,
            "placed": sum(s.placed for s in scored) / max(1, sum(s.frames for s in scored)),
            "kinds": summarise(scored, threshold, dim_threshold=dim_threshold), "bundle": str(bundle),

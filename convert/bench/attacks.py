@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convert.bench.door import _wall, placed_face
+from convert.bench.door import CONDITIONS, _wall, placed_face
 
 FPS = 10.0
 FRAME_SIZE = (640, 480)
@@ -78,11 +78,16 @@ def face_geometry(mesh: np.ndarray) -> tuple[np.ndarray, float]:
     return mesh[:, :2].mean(0), float(np.ptp(mesh[:, 0]))
 
 
-def _camera(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Sensor noise and the camera's JPEG (quality 85): uint8 RGB."""
+def _camera(frame: np.ndarray, rng: np.random.Generator, condition: str = "clean") -> np.ndarray:
+    """The picture `condition` (convert.bench.door.CONDITIONS: blur, then light and sensor noise, at least
+    the camera's own sigma 2) and the camera's JPEG (quality 85): uint8 RGB."""
     import cv2
 
-    noisy = np.clip(frame + 2.0 * rng.standard_normal(frame.shape, dtype=np.float32), 0, 255).astype(np.uint8)
+    light, noise, blur = CONDITIONS[condition]
+    if blur:
+        frame = cv2.GaussianBlur(frame, (0, 0), blur)
+    noisy = frame * light + max(2.0, noise) * rng.standard_normal(frame.shape, dtype=np.float32)
+    noisy = np.clip(noisy, 0, 255).astype(np.uint8)
     _ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(noisy, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
     return cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
@@ -130,8 +135,9 @@ def _screen_light(t: int, rng_state: tuple) -> np.ndarray:
 
 
 def plane_sequence(photo: np.ndarray, mesh: np.ndarray, kind: str, rng: np.random.Generator,
-                   width_px: float | None = None, frames: int | None = None) -> Sequence:
-    """A print or a screen of `photo` (its landmark mesh `mesh`, photo px) in front of the camera."""
+                   width_px: float | None = None, frames: int | None = None, condition: str = "clean") -> Sequence:
+    """A print or a screen of `photo` (its landmark mesh `mesh`, photo px) in front of the camera, in the
+    picture `condition` (`_camera`)."""
     import cv2
 
     moving = kind in (PRINT_MOVING, SCREEN_MOVING)
@@ -173,7 +179,7 @@ def plane_sequence(photo: np.ndarray, mesh: np.ndarray, kind: str, rng: np.rando
         if screen:
             lit = cv2.warpPerspective(content, hom, (w, h))[..., None]
             layer = layer * (1 + lit * (_screen_light(i, light) - 1))
-        out.append(_camera(wall + mask * (layer - wall), rng))
+        out.append(_camera(wall + mask * (layer - wall), rng, condition))
         c = hom @ [centre[0], centre[1], 1.0]
         centres.append(c[:2] / c[2])
     return Sequence(kind, out, np.array(centres), float(width_px))
@@ -240,9 +246,11 @@ class HeadRenderer:
     blink, rng)` for a pose the caller chooses frame by frame (the live sequences' track, or a person
     answering the lock's challenge). Draws from `rng` where the person stands and how they drift."""
 
-    def __init__(self, photo: np.ndarray, mesh: np.ndarray, rng: np.random.Generator, width_px: float):
+    def __init__(self, photo: np.ndarray, mesh: np.ndarray, rng: np.random.Generator, width_px: float,
+                 condition: str = "clean"):
         import cv2
 
+        self.condition = condition  # the picture condition of every frame (`_camera`)
         mesh = np.asarray(mesh, np.float64)
         shrink = min(1.0, 1.5 * width_px / face_geometry(mesh)[1])  # warp at 1.5x the frame's scale, not more
         if shrink < 1.0:
@@ -285,18 +293,20 @@ class HeadRenderer:
         layer = cv2.warpAffine(turned, m, (w, h), flags=flags)
         mask = cv2.warpAffine(np.ones((ph, pw), np.float32), m, (w, h))
         mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, 2 * s))[..., None]  # the photo's edge fades into the wall
-        frame = _camera(self.wall + mask * (layer - self.wall), rng)
+        frame = _camera(self.wall + mask * (layer - self.wall), rng, self.condition)
         return frame, m[:, :2] @ xy[:self.n_mesh].mean(0) + m[:, 2]
 
 
 def live_sequence(photo: np.ndarray, mesh: np.ndarray, rng: np.random.Generator, blink: bool = False,
-                  width_px: float | None = None, frames: int | None = None, yaw_amp: float | None = None) -> Sequence:
-    """The photo turned as a head (see the module docstring) as the person steps up to the door."""
+                  width_px: float | None = None, frames: int | None = None, yaw_amp: float | None = None,
+                  condition: str = "clean") -> Sequence:
+    """The photo turned as a head (see the module docstring) as the person steps up to the door, in the
+    picture `condition` (`_camera`)."""
     width_px = width_px or rng.uniform(*WIDTHS)
     n = frames or int(rng.integers(20, 41))  # 2-4 s at 10 fps
     poses = head_pose_track(rng, n, yaw_amp)
     blinks = {int(b) + k for b in [rng.integers(3, n - 3)] for k in (0, 1)} if blink else set()
-    head = HeadRenderer(photo, mesh, rng, width_px)
+    head = HeadRenderer(photo, mesh, rng, width_px, condition)
     out, centres = [], []
     for i in range(n):
         grow = 0.85 + 0.15 * i / max(n - 1, 1)  # stepping in
@@ -306,14 +316,16 @@ def live_sequence(photo: np.ndarray, mesh: np.ndarray, rng: np.random.Generator,
     return Sequence(LIVE_BLINK if blink else LIVE, out, np.array(centres), float(width_px))
 
 
-def sequences(photo: np.ndarray, mesh: np.ndarray, rng: np.random.Generator, per_person: dict | None = None):
-    """Every kind of sequence for one photo, `per_person` of each (a generator: frames are large)."""
+def sequences(photo: np.ndarray, mesh: np.ndarray, rng: np.random.Generator, per_person: dict | None = None,
+              condition: str = "clean"):
+    """Every kind of sequence for one photo, `per_person` of each, in the picture `condition` (a generator:
+    frames are large)."""
     for kind, count in (per_person or PER_PERSON).items():
         for _ in range(count):
             if kind in LIVES:
-                yield live_sequence(photo, mesh, rng, blink=kind == LIVE_BLINK)
+                yield live_sequence(photo, mesh, rng, blink=kind == LIVE_BLINK, condition=condition)
             else:
-                yield plane_sequence(photo, mesh, kind, rng)
+                yield plane_sequence(photo, mesh, kind, rng, condition=condition)
 
 
 # -- scoring ----------------------------------------------------------------------------------------------
