@@ -22,13 +22,12 @@ a portrait: itself):
 
 Scoring: each frame through the bundle's stages (`bundle_stages`, FacePipeline with the lock's quality gates
 and `LivenessCheck(LivenessOptions(enabled=True))`), the person enrolled (alone) from another photo (LFW:
-photo 1; a portrait: itself), the real `Decider` at the bundle's thresholds (a dim face at its dim-light
-one, with the lock's gates for that bundle), frames 0.1 s apart; the same
-frames decided twice, with the liveness judge and without. Per kind: APCER (attack sequences with an
-ACCEPT), BPCER (live sequences without one), and why the rest were refused (the first ATTACK's check:
-planar / static; else `undecided`: the votes came but liveness never said live; else `not recognised`).
-`BPCER of liveness`: of the live sequences that open without liveness, those that do not with it. Time to
-open: from the sequence's first frame to the ACCEPT frame.
+photo 1; a portrait: itself), the real `Decider` at the bundle's thresholds (a dim face at its dim-light one,
+with the lock's gates for that bundle), frames 0.1 s apart; the same frames decided twice, with the liveness
+judge and without. Per kind: APCER (attack sequences with an ACCEPT), BPCER (live sequences without one), and
+why the rest were refused (the first ATTACK's check: planar / static; else `undecided`: the votes came but
+liveness never said live; else `not recognised`). `BPCER of liveness`: of the live sequences that open without
+liveness, those that do not with it. Time to open: from the sequence's first frame to the ACCEPT frame.
 """
 
 from __future__ import annotations
@@ -79,13 +78,11 @@ def face_geometry(mesh: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _camera(frame: np.ndarray, rng: np.random.Generator, condition: str = "clean") -> np.ndarray:
-    """The picture `condition` (convert.bench.door.CONDITIONS: blur, then light and sensor noise, at least
-    the camera's own sigma 2) and the camera's JPEG (quality 85): uint8 RGB."""
+    """The picture `condition` (door.CONDITIONS: blur, light, noise of sigma 2 at least), JPEG 85: uint8 RGB."""
     import cv2
 
     light, noise, blur = CONDITIONS[condition]
-    if blur:
-        frame = cv2.GaussianBlur(frame, (0, 0), blur)
+    frame = cv2.GaussianBlur(frame, (0, 0), blur) if blur else frame
     noisy = frame * light + max(2.0, noise) * rng.standard_normal(frame.shape, dtype=np.float32)
     noisy = np.clip(noisy, 0, 255).astype(np.uint8)
     _ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(noisy, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
@@ -136,8 +133,7 @@ def _screen_light(t: int, rng_state: tuple) -> np.ndarray:
 
 def plane_sequence(photo: np.ndarray, mesh: np.ndarray, kind: str, rng: np.random.Generator,
                    width_px: float | None = None, frames: int | None = None, condition: str = "clean") -> Sequence:
-    """A print or a screen of `photo` (its landmark mesh `mesh`, photo px) in front of the camera, in the
-    picture `condition` (`_camera`)."""
+    """A print or a screen of `photo` (its landmark mesh `mesh`, photo px) before the camera, in `condition`."""
     import cv2
 
     moving = kind in (PRINT_MOVING, SCREEN_MOVING)
@@ -300,8 +296,7 @@ class HeadRenderer:
 def live_sequence(photo: np.ndarray, mesh: np.ndarray, rng: np.random.Generator, blink: bool = False,
                   width_px: float | None = None, frames: int | None = None, yaw_amp: float | None = None,
                   condition: str = "clean") -> Sequence:
-    """The photo turned as a head (see the module docstring) as the person steps up to the door, in the
-    picture `condition` (`_camera`)."""
+    """The photo turned as a head (module docstring) as the person steps up to the door, in `condition`."""
     width_px = width_px or rng.uniform(*WIDTHS)
     n = frames or int(rng.integers(20, 41))  # 2-4 s at 10 fps
     poses = head_pose_track(rng, n, yaw_amp)
@@ -318,22 +313,19 @@ def live_sequence(photo: np.ndarray, mesh: np.ndarray, rng: np.random.Generator,
 
 def sequences(photo: np.ndarray, mesh: np.ndarray, rng: np.random.Generator, per_person: dict | None = None,
               condition: str = "clean"):
-    """Every kind of sequence for one photo, `per_person` of each, in the picture `condition` (a generator:
-    frames are large)."""
+    """Every kind of sequence for one photo, `per_person` of each, in `condition` (a generator: big frames)."""
     for kind, count in (per_person or PER_PERSON).items():
         for _ in range(count):
-            if kind in LIVES:
-                yield live_sequence(photo, mesh, rng, blink=kind == LIVE_BLINK, condition=condition)
-            else:
-                yield plane_sequence(photo, mesh, kind, rng, condition=condition)
+            yield (live_sequence(photo, mesh, rng, blink=kind == LIVE_BLINK, condition=condition) if kind in LIVES
+                   else plane_sequence(photo, mesh, kind, rng, condition=condition))
 
 
 # -- scoring ----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
 class Scored:
-    """One sequence through the pipeline: per frame (match or None, liveness sample or None); `placed`:
-    frames whose subject is where the face was put (centre within half its width)."""
+    """One sequence through the pipeline: per frame (match or None, liveness sample or None, whether the face
+    is dim); `placed`: frames whose subject is where the face was put (convert.bench.door.placed_face)."""
 
     kind: str
     person: str
@@ -356,8 +348,7 @@ def decide(trace, threshold: float, liveness, dim_threshold: float = 0.0) -> tup
     """(seconds from the first frame to the ACCEPT, or None; why: the liveness check that passed it
     (parallax / blink / mouth; "" without a judge), or why not: planar / static / undecided / not
     recognised; the figures of the verdict behind it (the ACCEPT's, else the last one seen)) through the
-    real Decider, with `liveness` (a LivenessCheck) or without (None); a dim face's vote at `dim_threshold`
-    (the bundle's dim-light threshold; edge.identity.vote), as the lock's."""
+    real Decider, with `liveness` (a LivenessCheck) or without (None); a dim face at `dim_threshold`."""
     from edge.identity.decide import DecideOptions, Decider, Outcome
     from edge.types import LivenessState
 
@@ -377,8 +368,7 @@ def decide(trace, threshold: float, liveness, dim_threshold: float = 0.0) -> tup
 
 def summarise(scored: list[Scored], threshold: float, options=None, dim_threshold: float = 0.0) -> dict:
     """Per kind: n, accepted with / without liveness, why refused; live kinds also BPCERs, median times to
-    open, the median rise over those opening both ways. `options`: LivenessOptions (default: enabled);
-    `dim_threshold`: as `decide`'s."""
+    open, the median rise over those opening both ways. `options`: LivenessOptions (default: enabled)."""
     from edge.vision.liveness import LivenessCheck, LivenessOptions
 
     check = LivenessCheck(options or LivenessOptions(enabled=True))
