@@ -89,6 +89,14 @@ def test_each_gate_rejects(face, code):
     assert not v.ok and code in v.failures and v.reason
 
 
+@pytest.mark.parametrize("yaw, usable", [(-33.0, True), (33.0, True), (37.0, False), (-37.0, False)])
+def test_default_yaw_limit_is_35_degrees(yaw, usable):
+    """30-35 degrees let strangers through no more often than frontal faces on door frames (QualityOptions.
+    max_yaw_deg): the default takes them; further turns, which do, stay refused."""
+    v = QualityGate().check(textured_frame(), face_at(320, 240, 160, yaw=yaw))
+    assert v.ok is usable and (YAW in v.failures) is not usable
+
+
 def test_eyes_too_close_gate():
     v = QualityGate(QualityOptions(min_face_px=10, min_eye_distance_px=30)).check(textured_frame(), face_at(320, 240, 60))
     assert v.failures == (EYES_TOO_CLOSE,) and "eyes 24 px apart, need >= 30" in v.reason
