@@ -1,5 +1,6 @@
 """benchmarks/quality_gates.py's figures from known rows (no LFW, no models): the lock at each face's bar, the
-yaw table, and the lock at other yaw limits, which is what `[quality] max_yaw_deg` was set by."""
+yaw table, and the lock at other limits of the yaw and sharpness gates (`[quality] max_yaw_deg` was set by
+them)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ import pytest
 sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the scripts import its common.py
 import quality_gates as qg
 
+from edge.vision.quality import BLURRY, TOO_SMALL, YAW
+
 THR, DIM_THR = 0.93, 0.95
 
 
-def row(owner, strangers, yaw, *, ok=True, others_ok=True, dim=False, condition="clean", width=60):
+def row(owner, strangers, yaw, *, failed=(), sharpness=0.4, dim=False, condition="clean", width=60):
     """One probe as quality_gates.measure keeps it."""
-    return (condition, width, owner, np.asarray(strangers, np.float64), ok, 0.4, 10.0 if dim else 40.0, dim,
-            yaw, others_ok)
+    return (condition, width, owner, np.asarray(strangers, np.float64), not failed, sharpness,
+            10.0 if dim else 40.0, dim, yaw, frozenset(failed))
 
 
 def test_the_lock_puts_dim_faces_at_the_dim_bar():
@@ -30,18 +33,29 @@ def test_the_lock_puts_dim_faces_at_the_dim_bar():
 
 def test_yaw_table_and_limits(capsys):
     rows = [row(0.99, [0.0, 0.0], 5.0),  # frontal, passes every gate
-            row(0.99, [0.0, 0.0], 32.0, ok=False),  # turned 32 degrees: refused by the yaw gate alone
-            row(0.99, [0.96, 0.0], 42.0, ok=False),  # turned 42: one stranger over the bar
-            row(0.99, [0.96, 0.96], 20.0, ok=False, others_ok=False)]  # refused by another gate: never counted
+            row(0.99, [0.0, 0.0], 32.0, failed=[YAW]),  # turned 32 degrees: refused by the yaw gate alone
+            row(0.99, [0.96, 0.0], 42.0, failed=[YAW]),  # turned 42: one stranger over the bar
+            row(0.99, [0.96, 0.96], 20.0, failed=[TOO_SMALL])]  # refused by another gate: never counted
     out = qg.report({"threshold": THR, "dim_threshold": DIM_THR, "people": 4, "rows": rows})
     bands = {(b["from"], b["to"]): b for b in out["yaw"]}
     assert set(bands) == {(0, 10), (30, 35), (40, 50)}
     assert bands[(30, 35)]["owner_pct"] == 100.0 and bands[(30, 35)]["strangers_pct"] == 0.0
     assert bands[(40, 50)]["strangers_pct"] == pytest.approx(50.0)
-    limits = {x["max_yaw_deg"]: x for x in out["yaw_limits"]}
+    limits = {x["limit"]: x for x in out["limits"] if x["field"] == "max_yaw_deg"}
     assert limits[30]["lock_owner_pct"] == pytest.approx(25.0)  # 1 of the 4 found faces votes
     assert limits[35]["lock_owner_pct"] == pytest.approx(50.0) and limits[35]["lock_strangers_pct"] == 0.0
     assert limits[45]["lock_owner_pct"] == pytest.approx(75.0)
     assert limits[45]["lock_strangers_pct"] == pytest.approx(100 / 6)
-    assert "The lock at other yaw limits" in capsys.readouterr().out
+    assert "max_yaw_deg = 35" in capsys.readouterr().out
+
+
+def test_sharpness_limits():
+    rows = [row(0.99, [0.0], 5.0, sharpness=0.3),
+            row(0.99, [0.96], 5.0, sharpness=0.15, failed=[BLURRY]),  # soft: a stranger passes
+            row(0.99, [0.0], 5.0, sharpness=0.15, failed=[BLURRY, YAW])]  # also turned: never counted
+    out = qg.report({"threshold": THR, "dim_threshold": DIM_THR, "people": 3, "rows": rows})
+    limits = {x["limit"]: x for x in out["limits"] if x["field"] == "min_sharpness"}
+    assert limits[0.16]["lock_owner_pct"] == pytest.approx(100 / 3) and limits[0.16]["lock_strangers_pct"] == 0
+    assert limits[0.14]["lock_owner_pct"] == pytest.approx(200 / 3)
+    assert limits[0.14]["lock_strangers_pct"] == pytest.approx(50.0)
 
