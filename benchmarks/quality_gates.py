@@ -78,11 +78,14 @@ def rates(rows: list, threshold: float) -> tuple[int, float, float, int]:
     return len(rows), owner, hits / max(strangers.size, 1) * 100, hits
 
 
-def the_lock(rows: list, threshold: float, dim_threshold: float) -> tuple[float, float, int]:
-    """(owner frames voting %, stranger comparisons passing % on the frames the gates pass, how many)."""
+def the_lock(rows: list, threshold: float, dim_threshold: float,
+             passes=lambda r: r[4]) -> tuple[float, float, int]:
+    """(owner frames voting %, stranger comparisons passing % on the frames the gates pass, how many);
+    `passes(row)`: whether the gates pass that frame (by default the lock's default gates did)."""
     bars = [vote_threshold(threshold, dim_threshold, r[7]) for r in rows]
-    owner = np.mean([r[4] and r[2] >= bar for r, bar in zip(rows, bars, strict=True)]) * 100 if rows else np.nan
-    passing = [(r[3], bar) for r, bar in zip(rows, bars, strict=True) if r[4]]
+    ok = [bool(passes(r)) for r in rows]
+    owner = np.mean([p and r[2] >= bar for r, bar, p in zip(rows, bars, ok, strict=True)]) * 100 if rows else np.nan
+    passing = [(r[3], bar) for r, bar, p in zip(rows, bars, ok, strict=True) if p]
     hits = sum(int((s >= bar).sum()) for s, bar in passing)
     return owner, hits / max(sum(s.size for s, _ in passing), 1) * 100, hits
 
@@ -131,7 +134,7 @@ def report(res: dict) -> dict:
     for lo, hi in itertools.pairwise(YAW_BINS):
         sel = [r for r in rows if r[9] <= {YAW} and lo <= r[8] < hi]
         if sel:
-            owner, far, hits = the_lock([(*r[:4], True, *r[5:]) for r in sel], thr, dim_thr)
+            owner, far, hits = the_lock(sel, thr, dim_thr, passes=lambda r: True)
             lines.append([f"{lo:g}-{hi:g}", len(sel), f"{owner:.1f}%", f"{far:.3f}% ({hits})"])
             out["yaw"].append({"from": lo, "to": hi, "frames": len(sel), "owner_pct": owner, "strangers_pct": far})
     print(table(lines, ["|yaw|", "frames", "owner", "strangers"]))
@@ -140,7 +143,7 @@ def report(res: dict) -> dict:
     limits = [("max_yaw_deg", x, lambda r, x=x: r[9] <= {YAW} and r[8] <= x) for x in YAW_LIMITS]
     limits += [("min_sharpness", x, lambda r, x=x: r[9] <= {BLURRY} and r[5] >= x) for x in SHARPNESS_LIMITS]
     for field, limit, passes in limits:
-        owner, far, hits = the_lock([(*r[:4], passes(r), *r[5:]) for r in rows], thr, dim_thr)
+        owner, far, hits = the_lock(rows, thr, dim_thr, passes)
         lines.append([f"{field} = {limit:g}", f"{owner:.1f}%", f"{far:.4f}% ({hits})"])
         out["limits"].append({"field": field, "limit": limit, "lock_owner_pct": owner, "lock_strangers_pct": far})
     print(table(lines, ["[quality]", "the lock: owner", "the lock: strangers"]))
