@@ -34,6 +34,7 @@ from convert.bench.attack_section import (
 from convert.bench.attacks import ATTACKS, LIVES, PRINT_MOVING, PRINT_STILL, summarise
 from convert.bench.door import CONDITIONS
 from convert.bench.machine import machine
+from edge.types import FaceCondition
 
 REASONS = ("planar", "static", "undecided", "not recognised")
 
@@ -131,13 +132,14 @@ def main() -> int:
     res["machine"] = m
     print(f"{res['people']} people ({'the 2 portraits + ' if not args.no_portraits else ''}LFW {args.split} people, "
           f"sequences from photo 2, enrolled from photo 1), {res['sequences']} sequences; bundle threshold "
-          f"{res['threshold']:.4f} (dim faces: {res['dim_threshold']:.4f}); picture: {res['condition']}; subject "
+          f"{res['threshold']:.4f} (dim faces: {res['dim_threshold']:.4f}, soft: {res['soft_threshold']:.4f}); picture: {res['condition']}; subject "
           f"where the face was put in {pct(res['placed'])} of the frames"
           + (f"; skipped (no usable face): {', '.join(res['skipped'])}" if res["skipped"] else ""))
     print_figures(res)
     res["sweeps"] = {}
+    bars = {FaceCondition.DIM: res["dim_threshold"], FaceCondition.SOFT: res["soft_threshold"]}
     for name, plan in plans:
-        rows = [{"value": v, "kinds": summarise(scored, res["threshold"], o, res["dim_threshold"])} for v, o in plan]
+        rows = [{"value": v, "kinds": summarise(scored, res["threshold"], o, bars)} for v, o in plan]
         res["sweeps"][name] = rows
         print()
         print(table([[r["value"], pct(pooled(r["kinds"], (PRINT_MOVING, PRINT_STILL), "accepted")),

@@ -7,8 +7,8 @@ enrolled as a still (mirror-averaged, as `facelock enroll` does), photo 2 placed
 (convert.bench.door.door_frame) with the face 40, 60, 80 and 120 px wide, clean, in low light and blurred;
 only faces the lock's default quality gates pass (the only ones it matches). Each frame is embedded once
 (`embed_once`) and completed with the mirror run (`complete`), so both scores come from the same chip.
-Faces the gates call dim are reported apart, at the bundle's dim-light threshold (the bar the lock holds
-them to: edge.identity.vote).
+Faces the gates call dim or soft are reported apart, each at the bundle's threshold for them (the bar the
+lock holds them to: edge.identity.vote; a face both dim and soft is reported with the dim ones).
 
 - *shift*: |mirror-averaged cosine - first-run cosine|, owner and stranger comparisons, all of them and
   those within 0.05 of the bundle's threshold;
@@ -53,7 +53,7 @@ def measure(bundle: Path, root: Path, people_n: int, threads: int) -> dict:
     enrol = [pipe.embed(read_image_rgb(p.enrol))[0] for p in people]
     enrolled = np.array([e is not None for e in enrol])
     gallery = np.stack([e if e is not None else np.zeros(loaded.card.embedding_dim, np.float32) for e in enrol])
-    owners, first, full, where, dims = [], [], [], [], []
+    owners, first, full, where, dims, softs = [], [], [], [], [], []
     for ci, condition in enumerate(CONDITIONS):
         for width in WIDTHS:
             rng = np.random.default_rng([31, ci, width])
@@ -71,8 +71,10 @@ def measure(bundle: Path, root: Path, people_n: int, threads: int) -> dict:
                 full.append(stages.embedder.complete(chips, once)[0])
                 where.append(f"{condition}/{width}")
                 dims.append(verdict.dim)
-    dim = loaded.threshold.dim
+                softs.append(verdict.soft)
+    dim, soft = loaded.threshold.dim, loaded.threshold.soft
     return {"threshold": loaded.threshold.cosine, "dim_threshold": dim.cosine if dim is not None else 0.0,
+            "soft_threshold": soft.cosine if soft is not None else 0.0, "soft": np.array(softs, bool),
             "people": len(people), "enrolled": enrolled, "gallery": gallery, "owner": np.array(owners),
             "first": np.stack(first), "full": np.stack(full), "cell": np.array(where), "dim": np.array(dims, bool)}
 
@@ -90,16 +92,20 @@ def _vote(scores: np.ndarray, o: DecideOptions) -> tuple[int, Match]:
 
 
 def report(res: dict) -> dict:
-    """The tables for the faces in good light at the threshold, then for the dim faces (edge.vision.quality)
-    at the dim-light threshold, the bar the lock holds them to: the mirror run may move a noisy face's
-    cosine further."""
-    lit, dim, t_dim = ~res["dim"], res["dim"], res["dim_threshold"]
-    out = {"lit": _report({**res, **{k: res[k][lit] for k in ("owner", "first", "full")}}, res["threshold"],
-                          "not dim")}
-    if dim.any() and t_dim:
-        print()
-        out["dim"] = _report({**res, **{k: res[k][dim] for k in ("owner", "first", "full")}}, t_dim,
-                             "dim, at the dim-light threshold")
+    """The tables for the clear faces at the threshold, then for the dim and the soft faces
+    (edge.vision.quality) at their own thresholds, the bars the lock holds them to: the mirror run may move a
+    noisy or blurred face's cosine further."""
+    dim = res["dim"]
+    soft = res.get("soft", np.zeros_like(dim)) & ~dim
+    groups = [("lit", ~dim & ~soft, res["threshold"], "clear (neither dim nor soft)"),
+              ("dim", dim, res["dim_threshold"], "dim, at the dim-light threshold"),
+              ("soft", soft, res.get("soft_threshold", 0.0), "soft, at the soft-face threshold")]
+    out = {}
+    for name, sel, t, which in groups:
+        if sel.any() and t:
+            if out:
+                print()
+            out[name] = _report({**res, **{k: res[k][sel] for k in ("owner", "first", "full")}}, t, which)
     return out
 
 

@@ -9,11 +9,12 @@ compared with every person's enrolment at the bundle's threshold: *owner* = its 
 for the right person), *strangers* = the share of the other enrolments that pass (per-frame false accepts; the
 threshold was chosen for 1e-3 on still photos). No quality gate is applied to these figures; *gates pass* is
 the share of found faces the lock's default gates let through. *The lock*: what it does with them, each face
-at the bar it faces (the bundle's dim-light threshold for a dim face, edge.identity.vote): the owner's frames
-that pass the gates and the bar, and of the stranger comparisons on frames that pass the gates, those over the
-bar.
+at the bar it faces (the bundle's dim-light threshold for a dim face, its soft-face threshold for a soft one,
+edge.identity.vote): the owner's frames that pass the gates and the bar, and of the stranger comparisons on
+frames that pass the gates, those over the bar.
 Then the same figures by contrast, by sharpness and by the head's estimated turn (|yaw|), and the lock with
-other limits of the yaw and sharpness gates (`[quality] max_yaw_deg`, `min_sharpness`).
+other limits of the yaw and sharpness gates and of soft faces (`[quality] max_yaw_deg`, `min_sharpness`,
+`soft_sharpness`; 0: no face is soft, as before the soft-face threshold).
 
     .venv/bin/python benchmarks/quality_gates.py [--bundle out/full/bundle] [--people 300] [--json F]
 """
@@ -30,8 +31,9 @@ from convert.bench.door import CONDITIONS, OursAtTheDoor, door_frame, door_peopl
 from edge.identity.vote import vote_threshold
 from edge.images import read_image_rgb
 from edge.models.bundle import load_bundle
+from edge.types import FaceCondition
 from edge.vision.build import bundle_stages
-from edge.vision.quality import BLURRY, YAW
+from edge.vision.quality import BLURRY, YAW, QualityOptions
 
 WIDTHS = (60, 120)
 CONTRAST_BINS = (0, 5, 10, 15, 20, 30, 40, 255)
@@ -39,6 +41,8 @@ SHARPNESS_BINS = (0, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.25, 0.3, 0.4, 10)
 YAW_BINS = (0, 10, 20, 25, 30, 35, 40, 50, 91)
 YAW_LIMITS = (25, 30, 35, 40, 45, 90)
 SHARPNESS_LIMITS = (0.12, 0.14, 0.16, 0.18, 0.2, 0.25)
+SOFT_LIMITS = (0.0, 0.18, 0.2, 0.22, 0.25, 0.3)
+SOFT_SHARPNESS = QualityOptions().soft_sharpness
 
 
 def measure(bundle: Path, root: Path, people_n: int, threads: int) -> dict:
@@ -63,9 +67,10 @@ def measure(bundle: Path, root: Path, people_n: int, threads: int) -> dict:
                 others = np.delete(scores, i)[np.delete(enrolled, i)]
                 rows.append((condition, width, float(scores[i]), others, v.ok, v.sharpness, v.contrast, v.dim,
                              abs(v.yaw_deg), frozenset(v.failures)))
-    dim = loaded.threshold.dim
+    dim, soft = loaded.threshold.dim, loaded.threshold.soft
     return {"threshold": loaded.threshold.cosine, "people": len(people), "rows": rows,
-            "dim_threshold": dim.cosine if dim is not None else 0.0}
+            "dim_threshold": dim.cosine if dim is not None else 0.0,
+            "soft_threshold": soft.cosine if soft is not None else 0.0}
 
 
 def rates(rows: list, threshold: float) -> tuple[int, float, float, int]:
@@ -78,11 +83,14 @@ def rates(rows: list, threshold: float) -> tuple[int, float, float, int]:
     return len(rows), owner, hits / max(strangers.size, 1) * 100, hits
 
 
-def the_lock(rows: list, threshold: float, dim_threshold: float,
-             passes=lambda r: r[4]) -> tuple[float, float, int]:
+def the_lock(rows: list, threshold: float, bars: dict, passes=lambda r: r[4],
+             soft_below: float = SOFT_SHARPNESS) -> tuple[float, float, int]:
     """(owner frames voting %, stranger comparisons passing % on the frames the gates pass, how many);
-    `passes(row)`: whether the gates pass that frame (by default the lock's default gates did)."""
-    bars = [vote_threshold(threshold, dim_threshold, r[7]) for r in rows]
+    `passes(row)`: whether the gates pass that frame (by default the lock's default gates did); `bars`: the
+    face conditions' thresholds (DecideOptions.bars); a face is soft under sharpness `soft_below`."""
+    bars = [vote_threshold(threshold, bars, [c for c, on in ((FaceCondition.DIM, r[7]),
+                                                             (FaceCondition.SOFT, r[5] < soft_below)) if on])
+            for r in rows]
     ok = [bool(passes(r)) for r in rows]
     owner = np.mean([p and r[2] >= bar for r, bar, p in zip(rows, bars, ok, strict=True)]) * 100 if rows else np.nan
     passing = [(r[3], bar) for r, bar, p in zip(rows, bars, ok, strict=True) if p]
@@ -91,8 +99,12 @@ def the_lock(rows: list, threshold: float, dim_threshold: float,
 
 
 def report(res: dict) -> dict:
-    thr, rows, dim_thr = res["threshold"], res["rows"], res.get("dim_threshold", 0.0)
-    print(f"dim-light threshold {dim_thr:.4f}" if dim_thr else "no dim-light threshold: dim faces refused")
+    thr, rows = res["threshold"], res["rows"]
+    bars = {FaceCondition.DIM: res.get("dim_threshold", 0.0), FaceCondition.SOFT: res.get("soft_threshold", 0.0)}
+    print(f"dim-light threshold {bars[FaceCondition.DIM]:.4f}" if bars[FaceCondition.DIM]
+          else "no dim-light threshold: dim faces refused")
+    print(f"soft-face threshold {bars[FaceCondition.SOFT]:.4f} (faces of sharpness under {SOFT_SHARPNESS:g})"
+          if bars[FaceCondition.SOFT] else "no soft-face threshold: soft faces at the threshold")
     out: dict = {"threshold": thr, "people": res["people"], "conditions": {}, "contrast": [], "sharpness": [],
                  "yaw": [], "limits": []}
     cond_rows = []
@@ -102,7 +114,7 @@ def report(res: dict) -> dict:
             n, owner, far, hits = rates(sel, thr)
             passed = np.mean([r[4] for r in sel]) * 100 if sel else float("nan")
             sharp, contrast = (float(np.median([r[k] for r in sel])) if sel else float("nan") for k in (5, 6))
-            lock_owner, lock_far, lock_hits = the_lock(sel, thr, dim_thr)
+            lock_owner, lock_far, lock_hits = the_lock(sel, thr, bars)
             out["conditions"][f"{condition}/{width}"] = {"frames": n, "owner_pct": owner, "strangers_pct": far,
                                                        "gates_pass_pct": passed, "sharpness": sharp,
                                                        "contrast": contrast, "lock_owner_pct": lock_owner,
@@ -134,7 +146,7 @@ def report(res: dict) -> dict:
     for lo, hi in itertools.pairwise(YAW_BINS):
         sel = [r for r in rows if r[9] <= {YAW} and lo <= r[8] < hi]
         if sel:
-            owner, far, hits = the_lock(sel, thr, dim_thr, passes=lambda r: True)
+            owner, far, hits = the_lock(sel, thr, bars, passes=lambda r: True)
             lines.append([f"{lo:g}-{hi:g}", len(sel), f"{owner:.1f}%", f"{far:.3f}% ({hits})"])
             out["yaw"].append({"from": lo, "to": hi, "frames": len(sel), "owner_pct": owner, "strangers_pct": far})
     print(table(lines, ["|yaw|", "frames", "owner", "strangers"]))
@@ -142,8 +154,10 @@ def report(res: dict) -> dict:
     lines = []
     limits = [("max_yaw_deg", x, lambda r, x=x: r[9] <= {YAW} and r[8] <= x) for x in YAW_LIMITS]
     limits += [("min_sharpness", x, lambda r, x=x: r[9] <= {BLURRY} and r[5] >= x) for x in SHARPNESS_LIMITS]
+    limits += [("soft_sharpness", x, lambda r: r[4]) for x in SOFT_LIMITS]
     for field, limit, passes in limits:
-        owner, far, hits = the_lock(rows, thr, dim_thr, passes)
+        soft_below = limit if field == "soft_sharpness" else SOFT_SHARPNESS
+        owner, far, hits = the_lock(rows, thr, bars, passes, soft_below)
         lines.append([f"{field} = {limit:g}", f"{owner:.1f}%", f"{far:.4f}% ({hits})"])
         out["limits"].append({"field": field, "limit": limit, "lock_owner_pct": owner, "lock_strangers_pct": far})
     print(table(lines, ["[quality]", "the lock: owner", "the lock: strangers"]))

@@ -91,6 +91,16 @@ class AlignedFace:
     face: Face
 
 
+class FaceCondition(str, Enum):
+    """A condition under which a face passes the quality gates (edge.vision.quality) but strangers pass the
+    threshold more often: such a face votes at that condition's own higher threshold, which `facelock
+    convert` chooses for the same false-accept rate (edge.identity.vote). The face's first run never settles
+    its vote."""
+
+    DIM = "dim"  # too little light: contrast under `[quality] dim_contrast`
+    SOFT = "soft"  # a little out of focus: sharpness under `[quality] soft_sharpness`
+
+
 class LivenessState(str, Enum):
     LIVE = "live"
     ATTACK = "attack"  # attack suspected: the frames moved like a print or a screen, or not at all

@@ -304,7 +304,7 @@ def test_the_service_takes_the_dim_light_threshold_from_the_bundle_or_refuses_di
     dim = {"cosine": 0.45, "min_contrast": 8.0, "chosen_on": "test"}
     with_dim = load_bundle(_bundle(tmp_path / "a", threshold={"cosine": 0.42, "target_far": 1e-3,
                                                                "chosen_on": "t", "dim": dim}))
-    assert with_dim.threshold.dim.cosine == 0.45 and with_dim.threshold.dim.min_contrast == 8.0
+    assert with_dim.threshold.dim.cosine == 0.45 and with_dim.threshold.dim.floor == 8.0
     decide, quality = operating_point(config, with_dim)
     assert (decide.threshold, decide.dim_threshold) == (0.42, 0.45)
     assert quality.min_contrast == config.quality.min_contrast < quality.dim_contrast  # dim faces are tried
@@ -319,4 +319,30 @@ def test_the_service_takes_the_dim_light_threshold_from_the_bundle_or_refuses_di
     bad = _bundle(tmp_path / "c", threshold={"cosine": 0.42, "target_far": 1e-3, "chosen_on": "t",
                                              "dim": {"cosine": "high"}})
     with pytest.raises(BundleError, match="threshold.dim"):
+        _ = load_bundle(bad).threshold
+
+
+def test_the_service_takes_the_soft_face_threshold_from_the_bundle_or_votes_soft_faces_at_the_threshold(tmp_path):
+    """A bundle's `threshold.soft` becomes `[decide] soft_threshold`; without one soft faces vote at the
+    threshold (0: none), as before it existed; the config's own value stands; a malformed entry is refused
+    naming the key and the field it lacks."""
+    from edge.service.config import default_config
+    from edge.service.operating_point import operating_point
+
+    config = default_config()
+    soft = {"cosine": 0.44, "min_sharpness": 0.16, "chosen_on": "test"}
+    with_soft = load_bundle(_bundle(tmp_path / "a", threshold={"cosine": 0.42, "target_far": 1e-3,
+                                                                "chosen_on": "t", "soft": soft}))
+    assert with_soft.threshold.soft.cosine == 0.44 and with_soft.threshold.soft.floor == 0.16
+    assert with_soft.threshold.dim is None
+    decide, quality = operating_point(config, with_soft)
+    assert (decide.threshold, decide.soft_threshold) == (0.42, 0.44)
+    assert quality.min_sharpness == config.quality.min_sharpness  # soft faces are tried, not refused
+    decide, _ = operating_point(config, load_bundle(_bundle(tmp_path / "b")))
+    assert decide.soft_threshold == 0
+    decide, _ = operating_point(config.replace("decide", soft_threshold=0.5), with_soft)
+    assert decide.soft_threshold == 0.5
+    bad = _bundle(tmp_path / "c", threshold={"cosine": 0.42, "target_far": 1e-3, "chosen_on": "t",
+                                             "soft": {"cosine": 0.5, "min_contrast": 8.0}})
+    with pytest.raises(BundleError, match="threshold.soft.*min_sharpness"):
         _ = load_bundle(bad).threshold

@@ -5,6 +5,9 @@ import pytest
 from edge.errors import ConfigError
 from edge.identity.decide import LOCKOUT, UNLOCK_ALLOWED, DecideOptions, Decider, Outcome
 from edge.identity.match import Match
+from edge.types import FaceCondition
+
+DIM, SOFT = FaceCondition.DIM, FaceCondition.SOFT
 
 OPTS = DecideOptions(threshold=0.8, margin=0.05, k=3, n=5, window_s=3.0, cooldown_s=10.0, attempt_gap_s=2.0,
                      attempt_max_s=10.0, min_attempt_frames=2, lockout_failures=3, lockout_window_s=300.0,
@@ -225,16 +228,39 @@ def test_a_dim_face_votes_only_at_the_dim_light_threshold():
     lit = feed(Decider(dim_opts), [m(score=0.83)] * 3, 0.0)
     assert lit[-1].outcome is Outcome.ACCEPT  # in good light 0.83 is a vote
     d = Decider(dim_opts)
-    dim = [d.update(m(score=0.83), i * 0.2, dim=True) for i in range(5)]
+    dim = [d.update(m(score=0.83), i * 0.2, conditions={DIM}) for i in range(5)]
     assert all(x.outcome is Outcome.PENDING for x in dim) and "below threshold 0.85" in dim[-1].reason
     d = Decider(dim_opts)
-    assert [d.update(m(score=0.86), i * 0.2, dim=True) for i in range(3)][-1].outcome is Outcome.ACCEPT
+    assert [d.update(m(score=0.86), i * 0.2, conditions={DIM}) for i in range(3)][-1].outcome is Outcome.ACCEPT
     # a dim-light threshold under the threshold is not a lower bar
     d = Decider(replace(OPTS, dim_threshold=0.5))
-    assert "below threshold 0.8" in [d.update(m(score=0.79), i * 0.2, dim=True) for i in range(5)][-1].reason
+    assert "below threshold 0.8" in [d.update(m(score=0.79), i * 0.2, conditions={DIM}) for i in range(5)][-1].reason
     # a dim face's first run never settles its vote: the mirror run moves a dim face's cosine further
     banded = Decider(replace(dim_opts, first_run_band=0.03))
     assert banded.settled(m(score=0.9)) is True and banded.settled(m(score=0.6)) is True
-    assert banded.settled(m(score=0.9), dim=True) is False and banded.settled(m(score=0.6), dim=True) is False
+    assert banded.settled(m(score=0.9), {DIM}) is False and banded.settled(m(score=0.6), {DIM}) is False
     with pytest.raises(ConfigError, match="dim_threshold"):
         DecideOptions(dim_threshold=1.5).validate()
+
+
+def test_a_soft_face_votes_at_the_soft_face_threshold_and_a_dim_soft_one_at_the_higher_bar():
+    """A soft face (a little out of focus) lets strangers through more often at the threshold too: its vote
+    needs `soft_threshold`; with none known (0) it votes at the threshold, as before; a face both dim and
+    soft needs the higher of the two bars; its first run never settles the vote either."""
+    from dataclasses import replace
+
+    opts = replace(OPTS, dim_threshold=0.85, soft_threshold=0.84)
+    d = Decider(opts)
+    soft = [d.update(m(score=0.835), i * 0.2, conditions={SOFT}) for i in range(5)]
+    assert all(x.outcome is Outcome.PENDING for x in soft) and "below threshold 0.84" in soft[-1].reason
+    d = Decider(opts)
+    assert [d.update(m(score=0.845), i * 0.2, conditions={SOFT}) for i in range(3)][-1].outcome is Outcome.ACCEPT
+    d = Decider(opts)
+    both = [d.update(m(score=0.845), i * 0.2, conditions={SOFT, DIM}) for i in range(5)]
+    assert "below threshold 0.85" in both[-1].reason
+    d = Decider(OPTS)  # no soft-face threshold: the threshold
+    assert [d.update(m(score=0.81), i * 0.2, conditions={SOFT}) for i in range(3)][-1].outcome is Outcome.ACCEPT
+    banded = Decider(replace(opts, first_run_band=0.03))
+    assert banded.settled(m(score=0.9)) is True and banded.settled(m(score=0.9), {SOFT}) is False
+    with pytest.raises(ConfigError, match="soft_threshold"):
+        DecideOptions(soft_threshold=-2.0).validate()

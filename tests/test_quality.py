@@ -156,6 +156,29 @@ def test_a_face_in_dim_light_passes_as_dim_and_one_darker_than_the_floor_is_refu
         QualityOptions(min_contrast=20.0, dim_contrast=10.0).validate()
 
 
+def test_a_slightly_blurred_face_passes_as_soft_and_a_sharp_one_does_not():
+    """Defaults: from `min_sharpness` up to `soft_sharpness` a face passes, marked soft (it votes at the
+    soft-face threshold); blurrier is refused as blurry; sharp is not soft; `conditions` names the marks (a
+    soft face in dim light: both); `soft_sharpness` 0: no face is soft."""
+    from edge.types import FaceCondition
+
+    o = QualityOptions()
+    assert o.min_sharpness < o.soft_sharpness
+    frame, face, gate = textured_frame(), face_at(320, 240, 160), QualityGate()
+    sharp = gate.check(frame, face)
+    assert sharp.ok and not sharp.soft and sharp.conditions == frozenset()
+    blurred = {sigma: cv2.GaussianBlur(frame, (0, 0), sigma) for sigma in np.arange(0.5, 8, 0.25)}
+    verdicts = {sigma: gate.check(f, face) for sigma, f in blurred.items()}
+    soft = [s for s, v in verdicts.items() if o.min_sharpness <= v.sharpness < o.soft_sharpness]
+    assert soft and all(verdicts[s].ok and verdicts[s].conditions == {FaceCondition.SOFT} for s in soft)
+    assert all(v.failures == (BLURRY,) for v in verdicts.values() if v.sharpness < o.min_sharpness)
+    mid = min(soft, key=lambda s: abs(verdicts[s].sharpness - (o.min_sharpness + o.soft_sharpness) / 2))
+    lit = verdicts[mid].contrast
+    dim = gate.check(np.round(blurred[mid] * ((o.dim_contrast - 2) / lit)).astype(np.uint8), face)
+    assert dim.ok and dim.conditions == {FaceCondition.DIM, FaceCondition.SOFT}, dim
+    assert not QualityGate(QualityOptions(soft_sharpness=0.0)).check(blurred[mid], face).soft
+
+
 def test_a_sharpness_threshold_in_the_old_unit_is_refused():
     """`min_sharpness` was the Laplacian's variance (50); a config still saying 50 would refuse every face."""
     from edge.errors import ConfigError

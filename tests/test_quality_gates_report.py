@@ -1,6 +1,6 @@
 """benchmarks/quality_gates.py's figures from known rows (no LFW, no models): the lock at each face's bar, the
-yaw table, and the lock at other limits of the yaw and sharpness gates (`[quality] max_yaw_deg` was set by
-them)."""
+yaw table, and the lock at other limits of the yaw and sharpness gates and of soft faces (`[quality]
+max_yaw_deg` and `soft_sharpness` were set by them)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import pytest
 sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the scripts import its common.py
 import quality_gates as qg
 
+from edge.types import FaceCondition
 from edge.vision.quality import BLURRY, TOO_SMALL, YAW
 
-THR, DIM_THR = 0.93, 0.95
+THR, DIM_THR, SOFT_THR = 0.93, 0.95, 0.94
+BARS = {FaceCondition.DIM: DIM_THR, FaceCondition.SOFT: SOFT_THR}
 
 
 def row(owner, strangers, yaw, *, failed=(), sharpness=0.4, dim=False, condition="clean", width=60):
@@ -26,9 +28,26 @@ def row(owner, strangers, yaw, *, failed=(), sharpness=0.4, dim=False, condition
 
 def test_the_lock_puts_dim_faces_at_the_dim_bar():
     rows = [row(0.94, [0.94, 0.1], 5.0), row(0.94, [0.94, 0.1], 5.0, dim=True)]
-    owner, far, hits = qg.the_lock(rows, THR, DIM_THR)
+    owner, far, hits = qg.the_lock(rows, THR, BARS)
     # the lit face votes for its owner and lets one stranger through; the dim one does neither at 0.95
     assert owner == pytest.approx(50.0) and hits == 1 and far == pytest.approx(25.0)
+
+
+def test_the_lock_puts_soft_faces_at_the_soft_bar_and_other_soft_limits(capsys):
+    rows = [row(0.935, [0.935, 0.1], 5.0, sharpness=0.18),  # soft at the default limit: neither passes 0.94
+            row(0.945, [0.945, 0.1], 5.0, sharpness=0.18),  # soft, over the soft bar: both pass
+            row(0.935, [0.0, 0.1], 5.0, sharpness=0.4)]  # sharp: its owner passes at the threshold
+    owner, far, hits = qg.the_lock(rows, THR, BARS)
+    assert owner == pytest.approx(200 / 3) and hits == 1
+    owner, far, hits = qg.the_lock(rows, THR, BARS, soft_below=0.0)  # no face soft: as before
+    assert owner == pytest.approx(100.0) and hits == 2
+    out = qg.report({"threshold": THR, "dim_threshold": DIM_THR, "soft_threshold": SOFT_THR, "people": 3,
+                     "rows": rows})
+    limits = {x["limit"]: x for x in out["limits"] if x["field"] == "soft_sharpness"}
+    assert limits[0.0]["lock_strangers_pct"] == pytest.approx(100 / 3)
+    assert limits[0.2]["lock_strangers_pct"] == pytest.approx(100 / 6)
+    assert limits[0.18]["lock_owner_pct"] == pytest.approx(100.0)  # 0.18 is not under 0.18: not soft
+    assert "soft-face threshold 0.9400" in capsys.readouterr().out
 
 
 def test_yaw_table_and_limits(capsys):

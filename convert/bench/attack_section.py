@@ -21,6 +21,7 @@ from convert.bench.attacks import (
     summarise,
 )
 from convert.bench.util import say
+from edge.types import FaceCondition
 
 QUICK_PER_PERSON = {PRINT_MOVING: 1, PRINT_STILL: 1, "screen, hand-held": 1, LIVES[0]: 1}
 QUICK_CHALLENGE = {"owner, no challenge": 1, "owner answers": 1, "video replay": 1}
@@ -114,7 +115,7 @@ def enrolled(root, bundle, people: int | None, threads: int, seed: int, portrait
     decide, quality = operating_point(default_config(), b)
     pipeline = bundle_stages(b, num_threads=threads, use_edgetpu=False).pipeline(
         QualityGate(quality), liveness=LivenessCheck(LivenessOptions(enabled=True)))
-    yield pipeline, decide.threshold, decide.dim_threshold
+    yield pipeline, decide.threshold, decide.bars
     todo = [(name, image, image) for name, image in (load_portraits().items() if portraits else ())]
     todo += [(p.name, p.enrol, p.probe) for p in (door_people(Path(root), people, seed, split) if people else [])]
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,21 +147,22 @@ def run_attacks(root, bundle, people: int | None = 40, threads: int = 2, seed: i
     skipped: list[str] = []
     people_iter = enrolled(root, bundle, people, threads, seed, portraits, "attack sequences", progress, skipped,
                            split)
-    pipeline, threshold, dim_threshold = next(people_iter)
+    pipeline, threshold, bars = next(people_iter)
     rng = np.random.default_rng(seed)
     scored, n_people = [], 0
     for name, photo, mesh in people_iter:
         scored += [score(pipeline, seq, name) for seq in sequences(photo, mesh, rng, per_person, condition)]
         n_people += 1
     res = {"people": n_people, "skipped": skipped, "sequences": len(scored), "condition": condition,
-           "threshold": threshold, "dim_threshold": dim_threshold,
+           "threshold": threshold, "dim_threshold": bars[FaceCondition.DIM],
+           "soft_threshold": bars[FaceCondition.SOFT],
            "placed": sum(s.placed for s in scored) / max(1, sum(s.frames for s in scored)),
-           "kinds": summarise(scored, threshold, dim_threshold=dim_threshold), "bundle": str(bundle),
+           "kinds": summarise(scored, threshold, bars=bars), "bundle": str(bundle),
            "source": str(root)}
     check = LivenessCheck(LivenessOptions(enabled=True))
     res["each"] = [{"kind": s.kind, "person": s.person, "width_px": round(s.width_px, 1), "frames": s.frames,
-                    "placed": s.placed, "on": decide(s.trace, threshold, check, dim_threshold),
-                    "off": decide(s.trace, threshold, None, dim_threshold)}
+                    "placed": s.placed, "on": decide(s.trace, threshold, check, bars),
+                    "off": decide(s.trace, threshold, None, bars)}
                    for s in scored]
     return res, scored
 
@@ -176,11 +178,11 @@ def run_challenge(root, bundle, people: int | None, threads: int, seed: int, por
     from edge.vision.liveness import LivenessCheck, LivenessOptions
 
     people_iter = enrolled(root, bundle, people, threads, seed, portraits, "challenge attempts", progress, split=split)
-    pipeline, threshold, dim_threshold = next(people_iter)
+    pipeline, threshold, bars = next(people_iter)
     rng = np.random.default_rng(seed + 1)
     results = []
     for name, photo, mesh in people_iter:
-        results += played(pipeline, photo, mesh, name, threshold, rng, per_person, dim_threshold=dim_threshold)
+        results += played(pipeline, photo, mesh, name, threshold, rng, per_person, bars=bars)
     res = {"kinds": summarise_played(results), "attacks": {}}
     for passive in (False, True):
         for kind in ATTACKS:
@@ -189,7 +191,7 @@ def run_challenge(root, bundle, people: int | None, threads: int, seed: int, por
                 continue
             opened = sum(decide(s.trace, threshold, ChallengeJudge(
                 ChallengeOptions(enabled=True), LivenessCheck(LivenessOptions(enabled=True)) if passive else None,
-                random.Random(j)), dim_threshold)[0] is not None for j, s in enumerate(rows))
+                random.Random(j)), bars)[0] is not None for j, s in enumerate(rows))
             res["attacks"].setdefault(kind, {})["passive_on" if passive else "challenge_only"] = opened / len(rows)
             res["attacks"][kind]["n"] = len(rows)
     return res

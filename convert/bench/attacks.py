@@ -22,7 +22,7 @@ a portrait: itself):
 
 Scoring: each frame through the bundle's stages (`bundle_stages`, FacePipeline with the lock's quality gates
 and `LivenessCheck(LivenessOptions(enabled=True))`), the person enrolled (alone) from another photo (LFW:
-photo 1; a portrait: itself), the real `Decider` at the bundle's thresholds (a dim face at its dim-light one,
+photo 1; a portrait: itself), the real `Decider` at the bundle's thresholds (a dim or soft face at its own,
 with the lock's gates for that bundle), frames 0.1 s apart; the same frames decided twice, with the liveness
 judge and without. Per kind: APCER (attack sequences with an ACCEPT), BPCER (live sequences without one), and
 why the rest were refused (the first ATTACK's check: planar / static; else `undecided`: the votes came but
@@ -40,8 +40,7 @@ import numpy as np
 from convert.bench.door import CONDITIONS, _wall, placed_face
 
 FPS = 10.0
-FRAME_SIZE = (640, 480)
-FOCAL = 700.0
+FRAME_SIZE, FOCAL = (640, 480), 700.0  # the door camera's frame and focal length (px)
 WIDTHS = (60.0, 160.0)
 PRINT_MOVING, PRINT_STILL = "print, hand-held", "print, held still"
 SCREEN_MOVING, SCREEN_STILL = "screen, hand-held", "screen, held still"
@@ -324,8 +323,8 @@ def sequences(photo: np.ndarray, mesh: np.ndarray, rng: np.random.Generator, per
 
 @dataclass(frozen=True, eq=False)
 class Scored:
-    """One sequence through the pipeline: per frame (match or None, liveness sample or None, whether the face
-    is dim); `placed`: frames whose subject is where the face was put (convert.bench.door.placed_face)."""
+    """One sequence through the pipeline: per frame (match or None, liveness sample or None, the face's
+    conditions); `placed`: frames whose subject is where the face was put (convert.bench.door.placed_face)."""
 
     kind: str
     person: str
@@ -340,22 +339,23 @@ def score(pipeline, seq: Sequence, person: str) -> Scored:
     for frame, centre in zip(seq.frames, seq.centres):
         a = pipeline.process(frame)
         placed += a.face is not None and placed_face(a.face.center, centre, seq.width_px)
-        trace.append((a.match if a.usable else None, a.liveness, a.usable and a.quality.dim))
+        trace.append((a.match if a.usable else None, a.liveness, a.quality.conditions if a.usable else ()))
     return Scored(seq.kind, person, seq.width_px, len(seq.frames), placed, tuple(trace))
 
 
-def decide(trace, threshold: float, liveness, dim_threshold: float = 0.0) -> tuple[float | None, str, dict]:
+def decide(trace, threshold: float, liveness, bars=None) -> tuple[float | None, str, dict]:
     """(seconds from the first frame to the ACCEPT, or None; why: the liveness check that passed it
     (parallax / blink / mouth; "" without a judge), or why not: planar / static / undecided / not
     recognised; the figures of the verdict behind it (the ACCEPT's, else the last one seen)) through the
-    real Decider, with `liveness` (a LivenessCheck) or without (None); a dim face at `dim_threshold`."""
-    from edge.identity.decide import DecideOptions, Decider, Outcome
+    real Decider, with `liveness` (a LivenessCheck) or without (None); a dim or soft face at its `bars`."""
+    from edge.identity.decide import Decider, Outcome
+    from edge.identity.decide_options import at_operating_point
     from edge.types import LivenessState
 
-    d = Decider(DecideOptions(threshold=threshold, dim_threshold=dim_threshold), liveness=liveness)
+    d = Decider(at_operating_point(threshold, bars), liveness=liveness)
     refusal, undecided, figs = "", False, {}
-    for i, (match, sample, dim) in enumerate(trace):
-        out = d.update(match, i / FPS, sample, dim)
+    for i, (match, sample, conditions) in enumerate(trace):
+        out = d.update(match, i / FPS, sample, conditions)
         v = out.liveness
         figs = v.figures if v is not None else figs
         if out.outcome is Outcome.ACCEPT:
@@ -366,7 +366,7 @@ def decide(trace, threshold: float, liveness, dim_threshold: float = 0.0) -> tup
     return None, refusal or ("undecided" if undecided else "not recognised"), figs
 
 
-def summarise(scored: list[Scored], threshold: float, options=None, dim_threshold: float = 0.0) -> dict:
+def summarise(scored: list[Scored], threshold: float, options=None, bars=None) -> dict:
     """Per kind: n, accepted with / without liveness, why refused; live kinds also BPCERs, median times to
     open, the median rise over those opening both ways. `options`: LivenessOptions (default: enabled)."""
     from edge.vision.liveness import LivenessCheck, LivenessOptions
@@ -374,7 +374,7 @@ def summarise(scored: list[Scored], threshold: float, options=None, dim_threshol
     check = LivenessCheck(options or LivenessOptions(enabled=True))
     out: dict = {}
     for kind in ATTACKS + LIVES:
-        rows = [(decide(s.trace, threshold, check, dim_threshold), decide(s.trace, threshold, None, dim_threshold))
+        rows = [(decide(s.trace, threshold, check, bars), decide(s.trace, threshold, None, bars))
                 for s in scored if s.kind == kind]
         if not rows:
             continue

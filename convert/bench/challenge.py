@@ -48,15 +48,16 @@ class Played:
 
 
 def play(pipeline, photo: np.ndarray, mesh: np.ndarray, person: str, kind: str, threshold: float,
-         rng: np.random.Generator, challenge_options=None, dim_threshold: float = 0.0) -> Played:
-    """One attempt of `kind` by `person` (their photo and its mesh) against the lock's stages (a dim face's
-    vote at `dim_threshold`, the bundle's dim-light threshold)."""
-    from edge.identity.decide import DecideOptions, Decider, Outcome
+         rng: np.random.Generator, challenge_options=None, bars=None) -> Played:
+    """One attempt of `kind` by `person` (their photo and its mesh) against the lock's stages (a dim or soft
+    face's vote at its threshold in `bars`, DecideOptions.bars)."""
+    from edge.identity.decide import Decider, Outcome
+    from edge.identity.decide_options import at_operating_point
     from edge.vision.challenge import ChallengeJudge, ChallengeOptions
 
     options = challenge_options or ChallengeOptions(enabled=True)
     judge = None if kind == OWNER_STILL else ChallengeJudge(options, rng=random.Random(int(rng.integers(2**31))))
-    decider = Decider(DecideOptions(threshold=threshold, dim_threshold=dim_threshold), liveness=judge)
+    decider = Decider(at_operating_point(threshold, bars), liveness=judge)
     width = float(rng.uniform(*WIDTHS))
     head = HeadRenderer(photo, mesh, rng, width)
     sway_amp, sway_f, sway_ph = rng.uniform(0.5, 2.0, 2), rng.uniform(0.3, 0.8, 2), rng.uniform(0, 2 * np.pi, 2)
@@ -78,7 +79,7 @@ def play(pipeline, photo: np.ndarray, mesh: np.ndarray, person: str, kind: str, 
             made = move
         frame, _ = head.render((yaw, pitch, 0.0), t, 0.9 + 0.1 * i / n, False, rng)
         a = pipeline.process(frame)
-        out = decider.update(a.match if a.usable else None, t, a.liveness, a.usable and a.quality.dim)
+        out = decider.update(a.match if a.usable else None, t, a.liveness, a.quality.conditions if a.usable else ())
         if out.liveness is not None and out.liveness.asked is not None:
             asked, asked_at = out.liveness.asked.action, t
         if out.outcome is Outcome.ACCEPT:
@@ -89,8 +90,8 @@ def play(pipeline, photo: np.ndarray, mesh: np.ndarray, person: str, kind: str, 
 
 
 def played(pipeline, photo, mesh, person: str, threshold: float, rng, per_person: dict | None = None,
-           challenge_options=None, dim_threshold: float = 0.0) -> list[Played]:
-    return [play(pipeline, photo, mesh, person, kind, threshold, rng, challenge_options, dim_threshold)
+           challenge_options=None, bars=None) -> list[Played]:
+    return [play(pipeline, photo, mesh, person, kind, threshold, rng, challenge_options, bars)
             for kind, count in (per_person or PER_PERSON).items() for _ in range(count)]
 
 

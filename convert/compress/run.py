@@ -8,7 +8,7 @@ Steps (each printed as it runs; the fine-tune resumes from its checkpoint in the
  2. prune to the target sparsity, fine-tuned by distillation from the float model;
  3. full-integer int8 conversion calibrated on >= 300 aligned chips;
  4. validate float / pruned / int8 on a labelled pair list, choose the operating thresholds on training
-    people (in good light, and in dim light: convert.compress.dim_light), plot ROC curves;
+    people (clear faces, and dim and soft ones: convert.compress.face_conditions), plot ROC curves;
     (with --antispoof: the user's anti-spoofing CNN, int8 too, its cost measured: convert.antispoof);
  5. check Edge TPU readiness (and compile when edgetpu_compiler exists);
  6. write the bundle folder and its .tar.gz.
@@ -213,9 +213,9 @@ def quantize_int8(opts: ConvertOptions, model, train) -> Path:
 
 def validate_models(opts: ConvertOptions, models: Compressed, int8_path: Path, train, held_out: HeldOut | None,
                     faces):
-    """4. (int8 embedder, report, threshold): sizes, sparsity, the thresholds chosen on training people (dim light:
-    convert.compress.dim_light, with the lock's `faces`), and verification on a pair list (ROC plot)."""
-    from convert.compress import dim_light, prune, validate
+    """4. (int8 embedder, report, threshold): sizes, sparsity, the thresholds chosen on training people (dim and
+    soft faces: convert.compress.face_conditions, with the lock's `faces`), and verification on a pair list."""
+    from convert.compress import face_conditions, prune, validate
     from edge.vision.embed import TFLiteEmbedder
 
     int8 = TFLiteEmbedder(int8_path, num_threads=opts.threads, card=models.card)
@@ -226,10 +226,8 @@ def validate_models(opts: ConvertOptions, models: Compressed, int8_path: Path, t
     train_int8 = _embed(int8, train.chips, "int8 on training faces")
     threshold = validate.choose_threshold(train_int8, train.labels, opts.target_far)
     threshold["chosen_on"] = f"{opts.data} (train people, {len(train)} faces)"
-    dim = dim_light.dim_threshold(opts.data, train, faces, lambda c: _embed(int8, c, "int8 on dim faces"),
-                                  threshold, train_int8, 400 if opts.quick else dim_light.MAX_PHOTOS)
-    threshold.update({"dim": dim} if dim is not None else {})
-    _say(f"dim-light threshold {dim['cosine']:.4f} ({dim['probes']} dim faces)" if dim else "no dim-light threshold")
+    threshold.update(face_conditions.condition_thresholds(opts.data, train, faces, lambda name, chips: _embed(
+        int8, chips, f"int8 on {name} faces"), threshold, train_int8, 400 if opts.quick else None, _say))
     report["threshold"] = threshold
     if held_out is not None:
         report.update(verify_pairs(opts, models, int8, held_out, threshold))

@@ -45,10 +45,12 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Protocol
 
+from edge.identity.decide_options import DecideOptions
 from edge.identity.lockout_store import (
     LOCKOUT,
     UNLOCK_ALLOWED,
@@ -59,8 +61,8 @@ from edge.identity.lockout_store import (
 )
 from edge.identity.match import Match
 from edge.identity.vote import first_run_settles, frame_vote, vote_threshold
-from edge.options import DAY_S, HOUR_S, MAX_COUNT, WEEK_S, check
-from edge.types import LivenessState, LivenessVerdict
+from edge.options import MAX_COUNT
+from edge.types import FaceCondition, LivenessState, LivenessVerdict
 
 log = logging.getLogger(__name__)
 
@@ -81,77 +83,6 @@ class LivenessJudge(Protocol):
     def judge(self, samples: list[Any], now: float) -> LivenessVerdict: ...
 
     def new_attempt(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class DecideOptions:
-    """When a face opens the lock, and how failed attempts are limited."""
-
-    threshold: float = 0.82
-    """Smallest cosine that counts as a vote (the bundle's operating threshold; dlib's 0.6 distance)."""
-    dim_threshold: float = 0.0
-    """The same for a dim face (`[quality] dim_contrast`; never below `threshold`): the bundle's dim-light
-    threshold, chosen for the same false-accept rate on dim door frames. 0: none (dim faces are refused)."""
-    margin: float = 0.05
-    """How far the best person's cosine must be ahead of the runner-up and of their negative examples."""
-    first_run_band: float = 0.015
-    """A frame is decided on the embedder's first run alone (a mirror-averaging bundle then skips the mirror
-    run) when its cosine is this far from `threshold` and its margin twice this far from `margin` (never a dim
-    face: edge.identity.vote). The mirror run moved lit door frames' cosines near the threshold by 0.015 in
-    99.9% of LFW train comparisons; at 0.015 no vote changed (benchmarks/first_run.py). 0: always mirror."""
-    k: int = 3
-    """Votes for one person needed to accept ..."""
-    n: int = 5
-    """... among this many most recent frames with a usable face ..."""
-    window_s: float = 3.0
-    """... all within this many seconds."""
-    cooldown_s: float = 10.0
-    """After accepting a person, ignore frames voting for them for this many seconds."""
-    attempt_gap_s: float = 2.0
-    """An attempt ends (failed) when no usable face has been seen for this many seconds."""
-    attempt_max_s: float = 10.0
-    """An attempt that lasts this long without an accept ends as failed, and a new one begins."""
-    min_attempt_frames: int = 2
-    """Attempts with fewer face frames than this are ignored rather than counted as failures."""
-    lockout_failures: int = 5
-    """Failed attempts within `lockout_window_s` that trigger a lockout."""
-    lockout_window_s: float = 300.0
-    """Window, in seconds, over which failed attempts are counted."""
-    lockout_s: float = 30.0
-    """Length of the first lockout, in seconds."""
-    lockout_growth: float = 2.0
-    """Each further lockout (before the level resets) lasts this many times longer."""
-    lockout_max_s: float = 900.0
-    """Longest lockout, in seconds."""
-    lockout_reset_s: float = 3600.0
-    """Seconds without a failed attempt after which back-off starts again from `lockout_s`."""
-    state_path: str = ""
-    """JSON file that keeps failed attempts and the lockout across restarts and power cuts; empty:
-    $XDG_STATE_HOME/facelock/lockout.json (~/.local/state/facelock/lockout.json)."""
-
-    def validate(self) -> DecideOptions:
-        """Raise ConfigError naming the first field out of range."""
-        return check("decide", self, [
-            ("threshold", -1.0 <= self.threshold <= 1.0, "a cosine in [-1, 1]"),
-            ("dim_threshold", -1.0 <= self.dim_threshold <= 1.0, "a cosine in [-1, 1] (0: none)"),
-            ("margin", 0.0 <= self.margin < 2.0, "in [0, 2)"),
-            ("first_run_band", 0.0 <= self.first_run_band <= 1.0, "in [0, 1] (0: always the mirror run)"),
-            ("k", 1 <= self.k <= self.n, f"between 1 and n ({self.n})"),
-            ("n", 1 <= self.n <= MAX_COUNT, f"1-{MAX_COUNT}"),
-            ("window_s", 0 < self.window_s <= HOUR_S, "0 < seconds <= 3600"),
-            ("cooldown_s", 0 <= self.cooldown_s <= DAY_S, "0-86400 seconds"),
-            ("attempt_gap_s", 0 < self.attempt_gap_s <= HOUR_S, "0 < seconds <= 3600"),
-            ("attempt_max_s", 0 < self.attempt_max_s <= HOUR_S, "0 < seconds <= 3600"),
-            ("min_attempt_frames", 1 <= self.min_attempt_frames <= MAX_COUNT, f"1-{MAX_COUNT}"),
-            ("lockout_failures", 1 <= self.lockout_failures <= MAX_COUNT, f"1-{MAX_COUNT}"),
-            ("lockout_window_s", 0 < self.lockout_window_s <= WEEK_S, "0 < seconds <= 604800 (a week)"),
-            ("lockout_s", 0 <= self.lockout_s <= WEEK_S, "0-604800 seconds (a week)"),
-            ("lockout_growth", 1.0 <= self.lockout_growth <= 100.0, "1-100"),
-            ("lockout_max_s", self.lockout_s <= self.lockout_max_s <= WEEK_S,
-             f"seconds >= lockout_s ({self.lockout_s}), at most 604800 (a week)"),
-            ("lockout_reset_s", 0 < self.lockout_reset_s <= WEEK_S, "0 < seconds <= 604800 (a week)"),
-            ("state_path", "\0" not in self.state_path, "a path without NUL characters"),
-        ])
 
 
 @dataclass(frozen=True)
@@ -271,10 +202,12 @@ class Decider:
 
     # -- the one main method -----------------------------------------------------------------------------
 
-    def update(self, match: Match | None, now: float, sample: Any = None, dim: bool = False) -> Decision:
+    def update(self, match: Match | None, now: float, sample: Any = None,
+               conditions: Collection[FaceCondition] = ()) -> Decision:
         """Decide on one frame. `match` None: no usable face in this frame. `now`: monotonic seconds (a
         timestamp earlier than the previous one is treated as equal to it). `sample`: the frame's liveness
-        sample for the judge (None: it has none). `dim`: a dim face (its vote needs `dim_threshold`)."""
+        sample for the judge (None: it has none). `conditions`: the face's (QualityVerdict.conditions: a
+        dim face's vote needs `dim_threshold`, a soft one's `soft_threshold`)."""
         o = self.options
         if now < self._last_now:
             log.debug("decider: time went back %.3f s; using the previous timestamp", self._last_now - now)
@@ -305,17 +238,18 @@ class Decider:
         if ended is not None and self._locked_until is not None:
             return _with_events(ended, events)  # that failure started a lockout: this frame is not used
 
-        decision = self._frame(match, now, sample, dim)
+        decision = self._frame(match, now, sample, conditions)
         if ended is not None and decision.outcome is not Outcome.ACCEPT:
             return _with_events(ended, events)  # this frame (if it has a face) counts toward the next attempt
         return _with_events(decision, events)
 
-    def settled(self, match: Match, dim: bool = False) -> bool:
+    def settled(self, match: Match, conditions: Collection[FaceCondition] = ()) -> bool:
         """Whether `match`, from the embedder's first run alone, decides its frame's vote (edge.identity.vote)."""
-        o = self.options  # a dim face never is: see edge.identity.vote
-        return not dim and first_run_settles(match, o.threshold, o.margin, o.first_run_band)
+        o = self.options  # a dim or soft face's never does: see edge.identity.vote
+        return not conditions and first_run_settles(match, o.threshold, o.margin, o.first_run_band)
 
-    def _frame(self, match: Match | None, now: float, sample: Any = None, dim: bool = False) -> Decision:
+    def _frame(self, match: Match | None, now: float, sample: Any = None,
+               conditions: Collection[FaceCondition] = ()) -> Decision:
         o = self.options
         # A head turned past the pose gates while P's liveness is pending (answering a challenge): no vote,
         # but its mesh goes on in P's run and the attempt goes on (the same face; the run checks that).
@@ -331,7 +265,7 @@ class Decider:
         if match is None:
             vote, why = None, f"{person}: head turned past the pose gates (no vote)"
         else:
-            vote, why = frame_vote(match, vote_threshold(o.threshold, o.dim_threshold, dim), o.margin)
+            vote, why = frame_vote(match, vote_threshold(o.threshold, o.bars, conditions), o.margin)
         if vote is not None and self._cooldown.get(vote, float("-inf")) > now:
             left = self._cooldown[vote] - now
             return Decision(Outcome.PENDING, now, vote, match.score,

@@ -11,22 +11,28 @@ is at least `band` away from the threshold and, above it, its margin (a differen
 moves up to twice as far) at least `2 * band` away from `margin`. The pipeline (edge.vision.pipeline) then
 skips the mirror run.
 
-**Dim faces.** A face the quality gates call dim (edge.vision.quality: too little light for the threshold's
-false-accept rate) votes only at the dim-light threshold, and never at a lower bar than a lit face
-(`vote_threshold`). Its first run never settles the vote: on dim door frames the mirror run moves a cosine
-near the bar further (99.9th percentile 0.017-0.021 against 0.013-0.015 in good light, benchmarks/
-first_run.py), past the band chosen on lit faces; dim faces are few, so they always get the mirror run.
+**Dim and soft faces.** A face the quality gates pass under a condition where strangers pass the threshold
+more often (edge.types.FaceCondition: dim, too little light; soft, a little out of focus) votes only at that
+condition's own threshold, and never at a lower bar than a clear face (`vote_threshold`; both: the higher).
+Its first run never settles the vote: on dim door frames the mirror run moves a cosine near the bar further
+(99.9th percentile 0.017-0.021 against 0.013-0.015 in good light, benchmarks/first_run.py), past the band
+chosen on clear faces; such faces are few, so they always get the mirror run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+
 from edge.identity.match import Match
+from edge.types import FaceCondition
 
 
-def vote_threshold(threshold: float, dim_threshold: float, dim: bool) -> float:
-    """The cosine a frame's match needs: `threshold`, or for a dim face the higher of it and
-    `dim_threshold` (0: none known; the service then refuses dim faces, edge.service.operating_point)."""
-    return max(threshold, dim_threshold) if dim else threshold
+def vote_threshold(threshold: float, bars: Mapping[FaceCondition, float],
+                   conditions: Collection[FaceCondition] = ()) -> float:
+    """The cosine a frame's match needs: `threshold`, or for a face under `conditions` the highest of it and
+    those conditions' `bars` (0 or missing: none known; the service then refuses dim faces,
+    edge.service.operating_point, and soft ones vote at the threshold)."""
+    return max([threshold, *(bars.get(c, 0.0) for c in conditions)])
 
 
 def frame_vote(match: Match, threshold: float, margin: float) -> tuple[str | None, str]:

@@ -16,23 +16,20 @@ manifest.json (schema "facelock.bundle/1"):
                                                 # its card edge.models.card.AntiSpoofCard
     alignment {chip_size, template},           # the template the chips were calibrated with
     threshold {cosine, target_far, chosen_on,   # operating point and the data that justified it
-               dim {cosine, min_contrast, chosen_on}},  # optional: the same for dim faces (edge.vision.quality)
+               dim {cosine, min_contrast, chosen_on},   # optional: the same for dim faces (edge.vision.quality)
+               soft {cosine, min_sharpness, chosen_on}},  # optional: and for soft faces
     metrics {...}, provenance {...}
 
-`build_manifest` assembles that structure, `write_manifest` writes it, `load_bundle` reads it: the schema
-lives in this module only.
+`build_manifest` assembles that structure, `write_manifest` writes it, `load_bundle` reads it (a .tar.gz is
+extracted by edge.models.archive): the schema lives in this module only.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
 import re
-import shutil
-import tarfile
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,18 +38,16 @@ from typing import Any, Self
 
 from edge.errors import BundleError
 from edge.files import sha256_file
+from edge.models.archive import MANIFEST, extract, remove_owned
 from edge.models.card import AntiSpoofCard, EmbedderCard, card_of_manifest
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "facelock.bundle/1"
-MANIFEST = "manifest.json"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 # Top-level manifest keys that describe the bundle rather than name files the board loads.
 _NOT_LOADED = frozenset({"files", "metrics", "provenance"})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# Folders that archives were extracted into and that a Bundle still owns; removed on close() or at exit.
-_OWNED: set[Path] = set()
 
 
 def is_archive(path: str | os.PathLike) -> bool:
@@ -60,10 +55,11 @@ def is_archive(path: str | os.PathLike) -> bool:
 
 
 @dataclass(frozen=True)
-class DimThreshold:
-    """Dim faces' operating point (edge.vision.quality): the same FAR, chosen on contrast `min_contrast` up."""
+class ConditionThreshold:
+    """A face condition's operating point (edge.types.FaceCondition): the same FAR, chosen on its faces from
+    the gate's `floor` up (dim: the contrast `min_contrast`; soft: the sharpness `min_sharpness`)."""
     cosine: float
-    min_contrast: float
+    floor: float
     chosen_on: str
 
 
@@ -72,7 +68,8 @@ class Threshold:
     cosine: float  # accept when cosine similarity >= this
     target_far: float | None
     chosen_on: str
-    dim: DimThreshold | None = None  # bundles made before it: None
+    dim: ConditionThreshold | None = None  # bundles made before it: None
+    soft: ConditionThreshold | None = None  # the same
 
 
 @dataclass(frozen=True)
@@ -92,7 +89,7 @@ class Bundle:
 
     def close(self) -> None:
         if self.owned is not None:
-            _remove_owned(self.owned)
+            remove_owned(self.owned)
 
     def file(self, name: str) -> Path:
         """The path of a file the manifest names; BundleError when the name leaves the bundle."""
@@ -103,14 +100,16 @@ class Bundle:
         t = self.manifest.get("threshold") or {}
         if "cosine" not in t:
             raise BundleError(f"{self.path / MANIFEST}: no threshold.cosine; rebuild the bundle with facelock convert")
-        dim = t.get("dim")
-        try:
-            dim = None if dim is None else DimThreshold(float(dim["cosine"]), float(dim["min_contrast"]),
-                                                        str(dim.get("chosen_on", "")))
-        except (TypeError, KeyError, ValueError) as exc:
-            raise BundleError(f"{self.path / MANIFEST}: threshold.dim: expected {{cosine, min_contrast}} "
-                              f"numbers, got {dim!r} ({exc})") from None
-        return Threshold(float(t["cosine"]), t.get("target_far"), str(t.get("chosen_on", "unknown")), dim)
+        conditions = {}
+        for key, floor in (("dim", "min_contrast"), ("soft", "min_sharpness")):
+            c = t.get(key)
+            try:
+                conditions[key] = None if c is None else ConditionThreshold(
+                    float(c["cosine"]), float(c[floor]), str(c.get("chosen_on", "")))
+            except (TypeError, KeyError, ValueError) as exc:
+                raise BundleError(f"{self.path / MANIFEST}: threshold.{key}: expected {{cosine, {floor}}} "
+                                  f"numbers, got {c!r} ({exc})") from None
+        return Threshold(float(t["cosine"]), t.get("target_far"), str(t.get("chosen_on", "unknown")), **conditions)
 
     @property
     def space(self) -> str:
@@ -174,14 +173,14 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
     path = Path(path)
     owned = None
     if path.is_file() and is_archive(path):
-        owned, path = _extract(path)
+        owned, path = extract(path)
     try:
         manifest = _read_manifest(path)
         _check_files(path, manifest, verify)
         _ = Bundle(path=path, manifest=manifest).antispoof  # a bad anti-spoofing card: refused here, named
     except BaseException:
         if owned is not None:
-            _remove_owned(owned)
+            remove_owned(owned)
         raise
     return Bundle(path=path, manifest=manifest, owned=owned)
 
@@ -281,64 +280,6 @@ def _inside(root: Path, name: Any, where: str) -> Path:
     return target
 
 
-def _remove_owned(folder: Path) -> None:
-    _OWNED.discard(folder)
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@atexit.register
-def _remove_all_owned() -> None:
-    for folder in list(_OWNED):
-        _remove_owned(folder)
-
-
-def _extract(archive: Path) -> tuple[Path, Path]:
-    """Extract a bundle archive into a new temporary folder: (that folder, the bundle folder inside)."""
-    target = Path(tempfile.mkdtemp(prefix="facelock-bundle-"))
-    _OWNED.add(target)
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            members = safe_members(tar, archive)
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4; Bookworm's 3.11.2 has no filters
-                tar.extractall(target, members=members, filter="data")
-            else:
-                tar.extractall(target, members=members)  # members checked by safe_members
-        found = [p.parent for p in target.rglob(MANIFEST)]
-        if len(found) != 1:
-            raise BundleError(f"{archive}: expected one {MANIFEST} inside, found {len(found)}")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        _remove_owned(target)
-        raise BundleError(f"{archive}: not a readable bundle archive ({exc})") from exc
-    except BaseException:
-        _remove_owned(target)
-        raise
-    return target, found[0]
-
-
-def safe_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
-    """The archive's members, refusing what could write outside the extraction folder or make something
-    other than files and folders: absolute names, '..', links that may leave it, devices, FIFOs.
-    Owners and set-id bits are dropped (the extracting user owns everything)."""
-    members = []
-    for m in tar.getmembers():
-        where = f"{archive}: member {m.name!r}"
-        parts = PurePosixPath(m.name).parts
-        if PurePosixPath(m.name).is_absolute() or ".." in parts or "\\" in m.name:
-            raise BundleError(f"{where}: absolute or '..' path (refused: it would write outside the bundle)")
-        if m.issym() or m.islnk():
-            # A link whose target has no '..' and is not absolute resolves downward from its own folder,
-            # however links chain, so nothing can be written or read through it outside the folder.
-            link = PurePosixPath(m.linkname)
-            if link.is_absolute() or ".." in link.parts or "\\" in m.linkname:
-                raise BundleError(f"{where}: link to {m.linkname!r} may leave the archive (refused)")
-        elif not (m.isfile() or m.isdir()):
-            raise BundleError(f"{where}: not a file or folder (devices and FIFOs are refused)")
-        m.mode &= 0o755
-        m.uid, m.gid, m.uname, m.gname = os.getuid(), os.getgid(), "", ""
-        members.append(m)
-    return members
-
-
 def build_manifest(*, embedder_file: str, embedder_input: Mapping[str, Any], embedder_output: Mapping[str, Any],
                    space: str, normalization: str, detector_file: str, template: Mapping[str, Any],
                    threshold: Mapping[str, Any], metrics: Mapping[str, Any], provenance: Mapping[str, Any],
@@ -353,7 +294,7 @@ def build_manifest(*, embedder_file: str, embedder_input: Mapping[str, Any], emb
     the input is NHWC RGB, described by `normalization`; the output is L2-normalized by the board. `space`
     is the embedding space (the source model's). `template`: the alignment template (AlignTemplate.to_dict)
     the chips of `chip_size` were calibrated with. `threshold`: the operating point, {cosine, target_far,
-    chosen_on} and, when known, train_far / train_frr / dim. `metrics` and `provenance` are kept as given.
+    chosen_on} and, when known, train_far / train_frr / dim / soft. `metrics` and `provenance` are kept as given.
     `landmarks_file`: MediaPipe's face-landmark model, when the template is a landmark one. `card`: the
     embedder's model card (its input size is then the chip size). `near_detector_file`: the short-range
     BlazeFace the board tries before `detector_file`. `antispoof`: the anti-spoofing CNN's entry,
@@ -380,8 +321,8 @@ def build_manifest(*, embedder_file: str, embedder_input: Mapping[str, Any], emb
         **landmarks,
         **({"antispoof": dict(antispoof)} if antispoof else {}),
         "alignment": {"chip_size": chip_size, "template": dict(template)},
-        "threshold": {k: threshold[k] for k in ("cosine", "target_far", "chosen_on", "train_far", "train_frr", "dim")
-                      if k in threshold or k in ("cosine", "target_far", "chosen_on")},
+        "threshold": {k: threshold[k] for k in ("cosine", "target_far", "chosen_on", "train_far", "train_frr", "dim",
+                                                "soft") if k in threshold or k in ("cosine", "target_far", "chosen_on")},
         "metrics": dict(metrics),
         "provenance": dict(provenance),
     }

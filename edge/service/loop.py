@@ -335,7 +335,7 @@ class Service:
             self.commands.enrol_frame(analysis, frame.timestamp, time.monotonic())
             return
         decision = self.decider.update(analysis.match if analysis.usable else None, frame.timestamp,
-                                       analysis.liveness, analysis.usable and analysis.quality.dim)
+                                       analysis.liveness, analysis.quality.conditions if analysis.usable else ())
         latency = (time.monotonic() - start) * 1e3
         if decision.liveness is not None and decision.liveness.asked is not None:
             self._announce(decision.liveness.asked)

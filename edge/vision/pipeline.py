@@ -22,6 +22,7 @@ NoFaceError saying what was wrong otherwise.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.errors import ImageError, NoFaceError
-from edge.types import AlignedFace, Face, StageTimes
+from edge.types import AlignedFace, Face, FaceCondition, StageTimes
 from edge.vision.landmarks import covers
 from edge.vision.quality import QualityGate, QualityVerdict
 
@@ -63,9 +64,10 @@ class MatcherLike(Protocol):
 
 class Settled(Protocol):
     """The decider's word on a match made from the embedder's first run alone: True when the frame's vote
-    cannot change with the mirror run (edge.identity.decide.Decider.settled); `dim`: the face is dim."""
+    cannot change with the mirror run (edge.identity.decide.Decider.settled); `conditions`: the face's
+    (QualityVerdict.conditions)."""
 
-    def __call__(self, match: Any, dim: bool = False) -> bool: ...
+    def __call__(self, match: Any, conditions: Collection[FaceCondition] = ()) -> bool: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,7 +231,7 @@ class FacePipeline:
         t = time.monotonic()
         match = self.matcher.match(once[0])
         t_match = _ms(t)
-        embedding, done = once[0], settled(match, verdict.dim)
+        embedding, done = once[0], settled(match, verdict.conditions)
         if not done:
             t = time.monotonic()
             embedding = np.asarray(self.embedder.complete(chips, once), dtype=np.float32)[0]

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.options import MAX_PX, check
-from edge.types import Face, Keypoint, Landmark
+from edge.types import Face, FaceCondition, Keypoint, Landmark
 
 # Average head proportions used by the yaw estimates (ratios, so the face's size does not matter):
 # how far the nose tip stands in front of the eyes, relative to half the eye distance, and in front of the
@@ -97,6 +97,11 @@ class QualityOptions:
     under 0.14, 0.15% at 0.14-0.18, 0.08-0.12% from 0.18 up. (0.16 is the old gate, a Laplacian variance of
     50, at a well-lit face's contrast: blur is refused as before. A value over 2 is refused as one written
     in that old unit.)"""
+    soft_sharpness: float = 0.2
+    """Faces under this sharpness (and at least `min_sharpness`) are *soft*: they vote only at the bundle's
+    soft-face threshold (edge.identity.vote), chosen by `facelock convert` for the same false-accept rate on
+    soft door frames of its training people. Without one (an older bundle, a bare model) they vote at the
+    threshold, as before. 0: no face is soft."""
     sharpness_size: int = 64
     """Side of the square the face box is resized to before measuring sharpness and contrast (size
     normalisation)."""
@@ -128,6 +133,7 @@ class QualityOptions:
              f"from min_contrast ({self.min_contrast:g}) to 255"),
             ("min_sharpness", 0 <= self.min_sharpness <= 2,
              "0-2 (the Laplacian's standard deviation over the contrast, 0.16 by default; no longer its variance, e.g. 50)"),
+            ("soft_sharpness", 0 <= self.soft_sharpness <= 2, "0-2 (0: no face is soft)"),
             ("sharpness_size", 8 <= self.sharpness_size <= 512, "between 8 and 512"),
             ("max_yaw_deg", 0 < self.max_yaw_deg <= 90, "in (0, 90]"),
             ("max_roll_deg", 0 < self.max_roll_deg <= 180, "in (0, 180]"),
@@ -152,6 +158,12 @@ class QualityVerdict:
     yaw_deg: float
     roll_deg: float
     dim: bool = False  # passed, but under `dim_contrast`: it votes at the dim-light threshold, never enrols
+    soft: bool = False  # passed, but under `soft_sharpness`: it votes at the soft-face threshold
+
+    @property
+    def conditions(self) -> frozenset[FaceCondition]:
+        """The conditions whose higher threshold this face's vote needs (edge.identity.vote)."""
+        return frozenset(c for c, on in ((FaceCondition.DIM, self.dim), (FaceCondition.SOFT, self.soft)) if on)
 
     @property
     def pose_only(self) -> bool:
@@ -288,5 +300,5 @@ class QualityGate:
         return QualityVerdict(
             ok=not failures, failures=tuple(c for c, _ in failures), reason="; ".join(m for _, m in failures),
             face_px=face_px, eye_distance_px=eye_px, sharpness=sharp, contrast=contrast, yaw_deg=yaw,
-            roll_deg=roll, dim=contrast < o.dim_contrast,
+            roll_deg=roll, dim=contrast < o.dim_contrast, soft=sharp < o.soft_sharpness,
         )

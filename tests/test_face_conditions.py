@@ -1,5 +1,5 @@
-"""convert.compress.dim_light: the dim-light threshold, from dim door frames made, found and aligned with the
-real models, and chosen on their scores."""
+"""convert.compress.face_conditions: the dim- and soft-face thresholds, from door frames made, found and
+aligned with the real models, and chosen on their scores."""
 
 import cv2
 import numpy as np
@@ -12,7 +12,7 @@ def _unit(x):
 
 def test_the_dim_light_threshold_keeps_the_false_accept_rate_and_is_never_below_the_threshold():
     """Dim probes whose scores spread wider than the lit ones need a higher bar for the same FAR."""
-    from convert.compress.dim_light import choose_dim_threshold
+    from convert.compress.face_conditions import choose_condition_threshold
 
     rng = np.random.default_rng(0)
     people, photos, dim = 60, 3, 128
@@ -21,21 +21,24 @@ def test_the_dim_light_threshold_keeps_the_false_accept_rate_and_is_never_below_
     enrol = _unit(centres[labels] + 0.08 * rng.normal(size=(len(labels), dim)))
     index = np.arange(0, len(labels), 2)
     probes = _unit(centres[labels[index]] + 0.2 * rng.normal(size=(len(index), dim)))  # noisier: dim light
-    out = choose_dim_threshold(probes, labels[index], index, enrol, labels, 1e-2, threshold=-1.0)
+    out = choose_condition_threshold(probes, labels[index], index, enrol, labels, 1e-2, threshold=-1.0)
     impostor = (probes @ enrol.T)[labels[index][:, None] != labels[None, :]]
     assert out["impostor_pairs"] == impostor.size and out["probes"] == len(index)
     assert np.mean(impostor >= out["cosine"]) <= 1e-2 < np.mean(impostor >= out["cosine"] - 0.02)
     assert out["train_far"] <= 1e-2 and 0 <= out["train_frr"] <= 1 and out["genuine_pairs"] > 0
-    high = choose_dim_threshold(probes, labels[index], index, enrol, labels, 1e-2, threshold=0.99)
+    high = choose_condition_threshold(probes, labels[index], index, enrol, labels, 1e-2, threshold=0.99)
     assert high["cosine"] == 0.99  # never a lower bar than a lit face's
-    with pytest.raises(ValueError, match="dim faces of two different people"):
-        choose_dim_threshold(probes[:1], labels[:1], index[:1], enrol[:3], labels[:3], 1e-2, threshold=0.5)
+    with pytest.raises(ValueError, match="faces of two different people"):
+        choose_condition_threshold(probes[:1], labels[:1], index[:1], enrol[:3], labels[:3], 1e-2, threshold=0.5)
 
 
 def test_dim_probes_are_the_faces_the_lock_calls_dim_in_door_frames_at_the_floor(tmp_path, stages, portraits):
     """The real detector and landmark model on the portraits in FLOOR-light door frames: every face kept is
-    one the lock's default gates pass as dim, aligned to a chip; `dim_threshold` refuses to choose on few."""
-    from convert.compress.dim_light import dim_probes, dim_threshold
+    one the lock's default gates pass as dim, aligned to a chip; in blurred ones, as soft; `condition_threshold`
+    refuses to choose on few."""
+    from convert.compress.face_conditions import condition_probes, condition_threshold
+    from edge.types import FaceCondition
+    from edge.vision.quality import QualityOptions
     from edge.vision.align import FaceAligner
     from edge.vision.pipeline import FacePipeline
 
@@ -49,7 +52,7 @@ def test_dim_probes_are_the_faces_the_lock_calls_dim_in_door_frames_at_the_floor
         lfw_like = cv2.warpAffine(image, m, (150, 150), flags=cv2.INTER_AREA)
         cv2.imwrite(str(tmp_path / f"{i}.png"), cv2.cvtColor(lfw_like, cv2.COLOR_RGB2BGR))
     files = ("0.png", "1.png") * 4
-    chips, index, min_contrast = dim_probes(tmp_path, files, faces)
+    chips, index, min_contrast = condition_probes(FaceCondition.DIM, tmp_path, files, faces)
     assert min_contrast == 8.0 and len(chips) == len(index) >= 4, index  # most portraits come out dim
     assert chips.shape[1:] == (150, 150, 3) and chips.dtype == np.uint8 and set(index) <= set(range(len(files)))
     assert 5 < float(chips.mean()) < 60  # dim: a quarter of the light or less
@@ -58,4 +61,9 @@ def test_dim_probes_are_the_faces_the_lock_calls_dim_in_door_frames_at_the_floor
         labels = np.array([0, 1] * 4)
 
     Train.files = files
-    assert dim_threshold(tmp_path, Train, faces, None, {"cosine": 0.9, "target_far": 1e-3}, None) is None
+    assert condition_threshold(FaceCondition.DIM, tmp_path, Train, faces, None, {"cosine": 0.9, "target_far": 1e-3},
+                               None) is None
+    files = ("0.png", "0.png", "1.png", "1.png") * 2  # each portrait at both widths (60 px, 120 px)
+    chips, index, min_sharpness = condition_probes(FaceCondition.SOFT, tmp_path, files, faces)
+    assert min_sharpness == QualityOptions().min_sharpness and len(chips) == len(index) >= 2, index
+    assert float(chips.mean()) > 60 and set(index) <= set(range(len(files)))  # blurred, in full light
