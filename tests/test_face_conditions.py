@@ -38,9 +38,9 @@ def test_dim_probes_are_the_faces_the_lock_calls_dim_in_door_frames_at_the_floor
     refuses to choose on few."""
     from convert.compress.face_conditions import condition_probes, condition_threshold
     from edge.types import FaceCondition
-    from edge.vision.quality import QualityOptions
     from edge.vision.align import FaceAligner
     from edge.vision.pipeline import FacePipeline
+    from edge.vision.quality import QualityOptions
 
     detector, landmarker = stages
     faces = FacePipeline(detector, FaceAligner(landmarker=landmarker), None, landmarker=landmarker)
