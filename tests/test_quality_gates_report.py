@@ -38,9 +38,9 @@ def test_the_lock_puts_soft_faces_at_the_soft_bar_and_other_soft_limits(capsys):
             row(0.945, [0.945, 0.1], 5.0, sharpness=0.18),  # soft, over the soft bar: both pass
             row(0.935, [0.0, 0.1], 5.0, sharpness=0.4)]  # sharp: its owner passes at the threshold
     owner, far, hits = qg.the_lock(rows, THR, BARS)
-    assert owner == pytest.approx(200 / 3) and hits == 1
+    assert owner == pytest.approx(200 / 3) and hits == 1 and far == pytest.approx(100 / 6)
     owner, far, hits = qg.the_lock(rows, THR, BARS, soft_below=0.0)  # no face soft: as before
-    assert owner == pytest.approx(100.0) and hits == 2
+    assert owner == pytest.approx(100.0) and hits == 2 and far == pytest.approx(100 / 3)
     out = qg.report({"threshold": THR, "dim_threshold": DIM_THR, "soft_threshold": SOFT_THR, "people": 3,
                      "rows": rows})
     limits = {x["limit"]: x for x in out["limits"] if x["field"] == "soft_sharpness"}
