@@ -10,7 +10,7 @@ def _unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def test_the_dim_light_threshold_keeps_the_false_accept_rate_and_is_never_below_the_threshold():
+def test_a_condition_threshold_keeps_the_false_accept_rate_and_is_never_below_the_threshold():
     """Dim probes whose scores spread wider than the lit ones need a higher bar for the same FAR."""
     from convert.compress.face_conditions import choose_condition_threshold
 

@@ -38,7 +38,7 @@ VARIANTS = ("clean", "low_light", "blur")
 # before the light and noise. The door section reports VARIANTS; benchmarks/quality_gates.py the darker and
 # blurrier ones too. FLOOR: the light at which a face's contrast is about the lock's `min_contrast` (8; well
 # lit ~43), the darkest it tries: `facelock convert` chooses the dim-light threshold there
-# (convert.compress.dim_light).
+# (convert.compress.face_conditions).
 FLOOR = "dim_floor"
 CONDITIONS = {"clean": (1.0, 0.0, 0.0), "low_light": (0.25, 3.0, 0.0), "blur": (1.0, 0.0, 1.2),
               "dark": (0.125, 3.0, 0.0), "blur2": (1.0, 0.0, 2.0), FLOOR: (0.18, 3.0, 0.0)}
