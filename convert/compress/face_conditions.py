@@ -94,8 +94,8 @@ def condition_threshold(condition: FaceCondition, root, train, faces, embed, thr
                         enrolments: np.ndarray, photos: int | None = None) -> dict | None:
     """The bundle's `threshold.dim` / `threshold.soft` ({cosine, min_contrast or min_sharpness, chosen_on,
     train_far, train_frr, ...}) for the training ChipSet `train` (photos under `root`; its first `photos`,
-    spread over people, as probes; None: MAX_PHOTOS), `enrolments` its clear embeddings, `embed(chips)` the int8 embedder; None
-    when fewer than 50 of those faces came out under the condition."""
+    spread over people, as probes; None: MAX_PHOTOS), `enrolments` its clear embeddings, `embed(chips)` the
+    int8 embedder; None when fewer than 50 of those faces came out under the condition."""
     photos = photos or MAX_PHOTOS
     chips, index, floor = condition_probes(condition, root, train.files[:photos], faces)
     if len(index) < 50:
@@ -119,7 +119,8 @@ def condition_thresholds(root, train, faces, embed, threshold: dict, enrolments:
     for c in FaceCondition:
         t = condition_threshold(c, root, train, faces, lambda chips, c=c: embed(c.value, chips), threshold,
                                 enrolments, photos)
-        say(f"{c.value}-face threshold {t['cosine']:.4f} ({t['probes']} faces)" if t else f"no {c.value}-face threshold")
+        say(f"{c.value}-face threshold {t['cosine']:.4f} ({t['probes']} faces)" if t
+            else f"no {c.value}-face threshold")
         out.update({c.value: t} if t is not None else {})
     return out
 

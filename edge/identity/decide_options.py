@@ -28,8 +28,9 @@ class DecideOptions:
     first_run_band: float = 0.015
     """A frame is decided on the embedder's first run alone (a mirror-averaging bundle then skips the mirror
     run) when its cosine is this far from `threshold` and its margin twice this far from `margin` (never a dim
-    or soft face: edge.identity.vote). The mirror run moved lit door frames' cosines near the threshold by 0.015 in
-    99.9% of LFW train comparisons; at 0.015 no vote changed (benchmarks/first_run.py). 0: always mirror."""
+    or soft face: edge.identity.vote). The mirror run moved lit door frames' cosines near the threshold by
+    0.015 in 99.9% of LFW train comparisons; at 0.015 no vote changed (benchmarks/first_run.py). 0: always
+    mirror."""
     k: int = 3
     """Votes for one person needed to accept ..."""
     n: int = 5
