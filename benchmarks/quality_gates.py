@@ -88,12 +88,12 @@ def the_lock(rows: list, threshold: float, bars: dict, passes=lambda r: r[4],
     """(owner frames voting %, stranger comparisons passing % on the frames the gates pass, how many);
     `passes(row)`: whether the gates pass that frame (by default the lock's default gates did); `bars`: the
     face conditions' thresholds (DecideOptions.bars); a face is soft under sharpness `soft_below`."""
-    bars = [vote_threshold(threshold, bars, [c for c, on in ((FaceCondition.DIM, r[7]),
-                                                             (FaceCondition.SOFT, r[5] < soft_below)) if on])
-            for r in rows]
+    needs = [vote_threshold(threshold, bars, [c for c, on in ((FaceCondition.DIM, r[7]),
+                                                              (FaceCondition.SOFT, r[5] < soft_below)) if on])
+             for r in rows]  # the cosine each face's vote needs
     ok = [bool(passes(r)) for r in rows]
-    owner = np.mean([p and r[2] >= bar for r, bar, p in zip(rows, bars, ok, strict=True)]) * 100 if rows else np.nan
-    passing = [(r[3], bar) for r, bar, p in zip(rows, bars, ok, strict=True) if p]
+    owner = np.mean([p and r[2] >= bar for r, bar, p in zip(rows, needs, ok, strict=True)]) * 100 if rows else np.nan
+    passing = [(r[3], bar) for r, bar, p in zip(rows, needs, ok, strict=True) if p]
     hits = sum(int((s >= bar).sum()) for s, bar in passing)
     return owner, hits / max(sum(s.size for s, _ in passing), 1) * 100, hits
 
