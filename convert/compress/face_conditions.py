@@ -28,6 +28,7 @@ import numpy as np
 
 from convert.bench.door import CONDITIONS, FLOOR, door_frame, placed_face
 from edge.images import read_image_rgb
+from edge.models.bundle import CONDITION_FLOOR
 from edge.types import FaceCondition
 from edge.vision.quality import QualityGate, QualityVerdict
 
@@ -41,7 +42,7 @@ PICTURES: dict[FaceCondition, dict[int, str]] = {FaceCondition.DIM: {60: FLOOR, 
 SOFT_CHOSEN_UNDER = 0.2
 HAS: dict[FaceCondition, Callable[[QualityVerdict], bool]] = {
     FaceCondition.DIM: lambda v: v.dim, FaceCondition.SOFT: lambda v: v.soft and v.sharpness < SOFT_CHOSEN_UNDER}
-FLOOR_FIELD = {FaceCondition.DIM: "min_contrast", FaceCondition.SOFT: "min_sharpness"}
+FLOOR_FIELD = CONDITION_FLOOR  # the bundle's key for the floor is the gate option's own name
 MAX_PHOTOS = 1500  # about 40% come out dim, 35% soft; each frame costs ~55 ms (render, detect, landmarks, align)
 
 

@@ -40,6 +40,7 @@ from edge.errors import BundleError
 from edge.files import sha256_file
 from edge.models.archive import MANIFEST, extract, remove_owned
 from edge.models.card import AntiSpoofCard, EmbedderCard, card_of_manifest
+from edge.types import FaceCondition
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 def is_archive(path: str | os.PathLike) -> bool:
     return Path(path).name.endswith(ARCHIVE_SUFFIXES)
+
+
+# threshold.<condition>'s key for the quality gate's floor the condition's threshold was chosen at.
+CONDITION_FLOOR = {FaceCondition.DIM: "min_contrast", FaceCondition.SOFT: "min_sharpness"}
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,8 @@ class Bundle:
         if "cosine" not in t:
             raise BundleError(f"{self.path / MANIFEST}: no threshold.cosine; rebuild the bundle with facelock convert")
         conditions = {}
-        for key, floor in (("dim", "min_contrast"), ("soft", "min_sharpness")):
+        for condition, floor in CONDITION_FLOOR.items():
+            key = condition.value
             c = t.get(key)
             try:
                 conditions[key] = None if c is None else ConditionThreshold(
