@@ -159,3 +159,36 @@ def test_quantization_aware_finetune_keeps_sparsity(converted, portraits, tmp_pa
                if t["dtype"] == np.int8 and len(t["shape"]) == 4 and t["shape"][0] >= 32 and "expand" not in t["name"]]
     zeros = sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels)
     assert zeros > 0.45  # the pruned zeros survive quantization-aware training
+
+
+def test_seed_goes_from_the_cli_to_the_fine_tune(monkeypatch, tmp_path):
+    """`facelock convert --seed N` is the pruning fine-tune's seed (its data order and augmentation): with two
+    seeds a user sees how far bundles differ by chance alone."""
+    from dataclasses import replace
+
+    from convert.compress import prune, quantize
+    from convert.compress import run as convert_run
+    from facelock.cli import build_parser
+
+    made = {}
+    monkeypatch.setattr(convert_run, "check_inputs", lambda opts: None)
+    monkeypatch.setattr(convert_run, "run_convert", lambda opts: made.setdefault("opts", opts) and {})
+    monkeypatch.setattr("facelock.commands.convert.format_report", lambda report: "")
+    args = build_parser().parse_args(["convert", "--seed", "7", "--data", str(tmp_path), "--model", "m.keras"])
+    assert args.handler(args) == 0
+    opts = made["opts"]
+    assert opts.seed == 7 and ConvertOptions(model=opts.model, data=opts.data, pairs=None).seed == 0
+
+    class Stop(Exception):
+        pass
+
+    def record(teacher, chips, options, workdir, progress=True):
+        made["prune"] = options
+        raise Stop
+
+    monkeypatch.setattr(quantize, "to_tflite_float", lambda model: b"")
+    monkeypatch.setattr(prune, "prune_by_distillation", record)
+    train = type("Train", (), {"chips": np.zeros((4, 8, 8, 3), np.uint8)})()
+    with pytest.raises(Stop):
+        convert_run.compress(replace(opts, workdir=tmp_path), train, None, None)
+    assert made["prune"].seed == 7

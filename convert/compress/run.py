@@ -45,6 +45,7 @@ class ConvertOptions:
     # 12, not 4: at 50% sparsity the 4-epoch student lost 0.7-1.2 points of TAR at FAR 1e-2 on train people's
     # door frames against the unpruned model; 12 win back half to three quarters (benchmarks/prune_cost.py)
     epochs: int = 12
+    seed: int = 0  # the fine-tune's data order and augmentation (bundles from two seeds: docs/conversion.md)
     train_faces: int = 3000
     calibration: int = 400
     target_far: float = 1e-3
@@ -181,7 +182,7 @@ def compress(opts: ConvertOptions, train, teacher, card) -> Compressed:
     sparsity_rows: list = []
     if opts.sparsity > 0:
         _say(f"pruning to {opts.sparsity:.0%} sparsity by distillation ({opts.epochs} epochs)")
-        popts = prune.PruneOptions(target_sparsity=opts.sparsity, epochs=opts.epochs)
+        popts = prune.PruneOptions(target_sparsity=opts.sparsity, epochs=opts.epochs, seed=opts.seed)
         if opts.quick:
             # 60 steps instead of ~400: prune in small increments and take small steps. Measured on LFW train
             # chips: median cosine to the float model 0.985 (0.962 with the full run's schedule squeezed
@@ -193,7 +194,7 @@ def compress(opts: ConvertOptions, train, teacher, card) -> Compressed:
     if opts.qat:
         _say(f"quantization-aware fine-tune, sparsity kept ({opts.qat_epochs} epochs)")
         qopts = prune.PruneOptions(target_sparsity=opts.sparsity, epochs=opts.qat_epochs, learning_rate=1e-5,
-                                   batch_size=16 if opts.quick else 32)
+                                   batch_size=16 if opts.quick else 32, seed=opts.seed)
         int8_source = prune.quantization_aware_finetune(student, teacher, train.chips, qopts, opts.workdir / "qat")
     return Compressed(teacher, student, int8_source, sparsity_rows, float_tflite,
                       card.with_space(embedding_space(teacher)))

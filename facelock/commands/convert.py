@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     opts = ConvertOptions(
         model=Path(args.model) if args.model else default_model(), data=data, pairs=pairs,
         folds=_folds(args.folds), out=Path(args.out), workdir=workdir,
-        sparsity=args.sparsity, epochs=args.epochs, train_faces=args.train_faces,
+        sparsity=args.sparsity, epochs=args.epochs, seed=args.seed, train_faces=args.train_faces,
         calibration=args.calibration, target_far=args.target_far, max_pairs=args.max_pairs, threads=args.threads,
         qat=args.qat, card=CardOptions(input_size=args.input_size, channels=args.channels,
                                        normalize=args.normalize, template=args.template,
@@ -157,6 +157,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"],
                    help=f"distillation fine-tune epochs (default {DEFAULTS['epochs']}; fewer lose accuracy at the door, "
                         "see docs/conversion.md)")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+                   help=f"the fine-tune's data order and augmentation (default {DEFAULTS['seed']}); two seeds show "
+                        "how far bundles differ by chance alone (docs/conversion.md)")
     p.add_argument("--train-faces", type=int, default=3000, help="training photos to use (default 3000)")
     p.add_argument("--calibration", type=int, default=400, help="int8 calibration chips, >= 300 (default 400)")
     p.add_argument("--target-far", type=float, default=1e-3, help="false accept rate for the threshold (default 1e-3)")
