@@ -6,8 +6,8 @@
 `facelock convert` validates on LFW View 2 (1,500 genuine pairs), where a pruned model's loss hides in the
 noise of a step function. Here each LFW `train` person with two or more photos is enrolled from photo 1 and
 probed with photo 2, as it is (*crop*) and placed in door frames with the face 80, 120 and 160 px wide
-(convert/bench/door.py, clean variant; --widths and --variant for others); every probe is scored against every enrolment, a lost face is a
-rejection. Per bundle: sparsity, gzip size of the embedder, operating threshold and the train FRR `convert`
+(convert/bench/door.py, clean variant; --widths and --variant for others); every probe is scored against
+every enrolment, a lost face is a rejection. Per bundle: sparsity, gzip size of the embedder, operating threshold and the train FRR `convert`
 chose it with; per probe set: TAR at FAR 1e-2 and 1e-3, and at the bundle's own threshold the share of
 owner probes that pass and of stranger comparisons that pass. Every bundle embeds the same frames in this
 run. Train people, because this is where a default is chosen (../shared/data/INDEX.md); `--split test` reports
