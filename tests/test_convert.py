@@ -165,6 +165,7 @@ def test_seed_goes_from_the_cli_to_the_fine_tune(monkeypatch, tmp_path):
     """`facelock convert --seed N` is the pruning fine-tune's seed (its data order and augmentation): with two
     seeds a user sees how far bundles differ by chance alone."""
     from dataclasses import replace
+    from types import SimpleNamespace
 
     from convert.compress import prune, quantize
     from convert.compress import run as convert_run
@@ -188,7 +189,7 @@ def test_seed_goes_from_the_cli_to_the_fine_tune(monkeypatch, tmp_path):
 
     monkeypatch.setattr(quantize, "to_tflite_float", lambda model: b"")
     monkeypatch.setattr(prune, "prune_by_distillation", record)
-    train = type("Train", (), {"chips": np.zeros((4, 8, 8, 3), np.uint8)})()
+    train = SimpleNamespace(chips=np.zeros((4, 8, 8, 3), np.uint8))  # what compress reads of a chip set
     with pytest.raises(Stop):
         convert_run.compress(replace(opts, workdir=tmp_path), train, None, None)
     assert made["prune"].seed == 7
