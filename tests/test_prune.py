@@ -36,7 +36,8 @@ def test_killed_finetune_resumes_from_checkpoint(tmp_path, keras_model_path, por
 
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 240
-    while not list((work / "checkpoints").glob("ckpt-4.index")) and time.monotonic() < deadline:
+    state = work / "checkpoints" / "checkpoint"  # names the latest checkpoint once its files are all written
+    while not (state.is_file() and '"ckpt-4"' in state.read_text()) and time.monotonic() < deadline:
         assert first.poll() is None, first.stderr.read().decode()[-2000:]
         time.sleep(0.2)
     first.send_signal(signal.SIGKILL)
